@@ -1,0 +1,88 @@
+"""The hooks genzoo calls: the contract between genzoo and its plugins.
+
+Every hook is declared here once, with its docstring as the contract, in the manner of
+``_pytest/hookspec.py``. Plugins implement them as plain functions marked ``@genzoo.hookimpl``
+in a module that genzoo loads from ``registry.yaml``, from an installed package's entry point in
+the group ``genzoo.plugins``, or from an experiment file's ``plugins:`` list.
+
+Hook arguments are passed by keyword; an implementation may accept any subset of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "genzoo"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def genzoo_register(registry) -> None:
+    """Register this plugin's components.
+
+    Called once per plugin, right after the plugin is loaded. Call
+    ``registry.add(kind, key, factory, description=...)`` for each component, where ``kind`` is
+    one of :data:`genzoo.KINDS` (``cell``, ``gate``, ``latent_group``, ``regularizer``,
+    ``hierarchy``, ``likelihood``, ``dataset``, ``metric``), ``key`` is ``plugin.component`` in
+    snake case, and ``factory`` is a callable (usually the class) that takes keyword arguments
+    and returns an instance of the kind's interface.
+
+    :param registry: the :class:`genzoo.Registry` being populated.
+    """
+
+
+@hookspec
+def genzoo_run_start(run: Any) -> None:
+    """Called once before the first training step of a run.
+
+    :param run: a :class:`genzoo.RunInfo` (name, output folder, resolved config, model) of the
+        run that starts. On a resumed run it is called again, with ``run.step`` set to the step
+        the run resumes from.
+    """
+
+
+@hookspec
+def genzoo_step_end(run: Any, step: int, metrics: dict[str, float]) -> None:
+    """Called after every optimizer step (also after a skipped one).
+
+    :param run: the :class:`genzoo.RunInfo` of the run.
+    :param step: the number of steps taken so far (1 after the first step).
+    :param metrics: the scalars of this step (``loss``, ``bpd``, ``kl``, ``grad_norm``,
+        ``lr``, ``skipped`` ...). Read-only: copy before storing.
+    """
+
+
+@hookspec
+def genzoo_evaluation_end(run: Any, step: int, metrics: dict[str, float]) -> None:
+    """Called after each evaluation of a run on the held-out split.
+
+    :param run: the :class:`genzoo.RunInfo` of the run.
+    :param step: the training step the evaluation belongs to.
+    :param metrics: the evaluation scalars (``test_bpd_elbo``, ``test_bpd_iw`` ...).
+    """
+
+
+@hookspec
+def genzoo_run_end(run: Any, results: dict[str, Any]) -> None:
+    """Called once after a run has finished, diverged or been interrupted.
+
+    :param run: the :class:`genzoo.RunInfo` of the run.
+    :param results: the run's final row of results (what goes into ``results.json``), including
+        ``status`` (``finished``, ``diverged`` or ``interrupted``).
+    """
+
+
+@hookspec
+def genzoo_report_columns(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Return extra columns for one run's row of the report.
+
+    Called for every run when the report is rendered. Return a mapping of column name to value
+    (a number or a short string), or ``None`` to add nothing. Column names from different
+    plugins must not clash; prefix them with the plugin name.
+
+    :param results: the run's row of results, as read from its ``results.json``.
+    """

@@ -1,0 +1,209 @@
+"""The component registry: ``(kind, key) -> factory``, filled by plugins.
+
+A plugin calls :meth:`Registry.add` from its ``genzoo_register`` hook; everything else (the
+experiment runner, the CLI, user code) looks components up by kind and key, lists them with a
+wildcard pattern as ``timm.list_models("*resnet*")`` does, and creates them by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from genzoo.errors import (
+    ComponentTypeError,
+    DuplicateKeyError,
+    RegistryError,
+    UnknownKeyError,
+    WrongKindError,
+)
+from genzoo.interfaces import KINDS
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from, so errors and ``genzoo plugins`` can name it."""
+
+    name: str
+    source: str  # "built-in", "installed", "experiment" or "python" (registered from code)
+    module: str = ""
+    distribution: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+
+    def describe(self) -> str:
+        """``name (source, distribution version)``: enough to find the plugin."""
+        where = self.source
+        if self.distribution:
+            where += f", {self.distribution} {self.version or '(unknown version)'}"
+        return f"{self.name!r} ({where})"
+
+
+PYTHON_PLUGIN = PluginInfo(name="python", source="python")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component."""
+
+    kind: str
+    key: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: PluginInfo = field(default=PYTHON_PLUGIN)
+
+
+class Registry:
+    """All registered components, by kind and key.
+
+    Keys are unique across kinds, so that a key used as the wrong kind can be named.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._current_plugin: PluginInfo = PYTHON_PLUGIN
+
+    # -- registration ------------------------------------------------------------------------
+    def add(
+        self,
+        kind: str,
+        key: str,
+        factory: Callable[..., Any],
+        *,
+        description: str = "",
+    ) -> Entry:
+        """Register ``factory`` as the component ``key`` of ``kind``.
+
+        This is the public plugin API, called from a plugin's ``genzoo_register`` hook.
+
+        :param kind: one of :data:`genzoo.KINDS`.
+        :param key: ``plugin.component`` in snake case, e.g. ``nvae.separable_cell``.
+        :param factory: a callable taking keyword arguments and returning an instance of the
+            kind's interface (usually the class itself).
+        :param description: one line shown by ``genzoo list``; defaults to the first line of
+            the factory's docstring.
+        :raises DuplicateKeyError: if ``key`` is already registered, naming both plugins.
+        """
+        if kind not in KINDS:
+            raise RegistryError(
+                f"plugin {self._current_plugin.describe()} registers {key!r} under unknown kind "
+                f"{kind!r}; expected one of: {', '.join(sorted(KINDS))}"
+            )
+        if not isinstance(key, str) or not key or key != key.strip():
+            raise RegistryError(
+                f"plugin {self._current_plugin.describe()} registers an invalid key {key!r}; "
+                "expected a non-empty string such as 'myplugin.my_cell'"
+            )
+        if not callable(factory):
+            raise RegistryError(
+                f"plugin {self._current_plugin.describe()} registers {kind} {key!r} with a "
+                f"factory of type {type(factory).__name__}, which is not callable"
+            )
+        if key in self._entries:
+            old = self._entries[key]
+            raise DuplicateKeyError(
+                f"key {key!r} is registered twice: as {old.kind} by plugin {old.plugin.describe()} "
+                f"and as {kind} by plugin {self._current_plugin.describe()}. Rename one of them, "
+                "or disable one plugin."
+            )
+        if not description:
+            doc = (getattr(factory, "__doc__", None) or "").strip()
+            description = doc.splitlines()[0] if doc else ""
+        entry = Entry(kind, key, factory, description, self._current_plugin)
+        self._entries[key] = entry
+        return entry
+
+    def register(self, kind: str, key: str, *, description: str = "") -> Callable:
+        """Decorator form of :meth:`add`: ``@registry.register("cell", "me.my_cell")``."""
+
+        def decorate(factory: Callable) -> Callable:
+            self.add(kind, key, factory, description=description)
+            return factory
+
+        return decorate
+
+    def _registering_as(self, plugin: PluginInfo) -> _PluginScope:
+        """Attribute the registrations made inside the ``with`` block to ``plugin``."""
+        return _PluginScope(self, plugin)
+
+    # -- look-up -----------------------------------------------------------------------------
+    def get(self, kind: str, key: str) -> Entry:
+        """The entry for ``key``, which must be registered as ``kind``.
+
+        :raises UnknownKeyError: with the closest known keys of that kind.
+        :raises WrongKindError: if ``key`` is registered as another kind.
+        """
+        if kind not in KINDS:
+            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}")
+        entry = self._entries.get(key)
+        if entry is None:
+            known = [e.key for e in self._entries.values() if e.kind == kind]
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            listing = f" Known {kind} keys: {', '.join(sorted(known))}." if known else ""
+            raise UnknownKeyError(f"unknown {kind} key {key!r}{hint}{listing}")
+        if entry.kind != kind:
+            raise WrongKindError(
+                f"key {key!r} is a {entry.kind} (from plugin {entry.plugin.describe()}), "
+                f"but a {kind} is expected here"
+            )
+        return entry
+
+    def create(self, kind: str, key: str, /, **kwargs: Any) -> Any:
+        """Build the component ``key`` of ``kind`` with keyword options ``kwargs``.
+
+        :raises ComponentTypeError: if the factory returns something that is not an instance of
+            the kind's interface (see :data:`genzoo.KINDS`).
+        """
+        entry = self.get(kind, key)
+        try:
+            obj = entry.factory(**kwargs)
+        except TypeError as exc:
+            raise RegistryError(f"{kind} {key!r} rejected its options {sorted(kwargs)}: {exc}") from exc
+        expected = KINDS[kind]
+        if not isinstance(obj, expected):
+            raise ComponentTypeError(
+                f"{kind} {key!r} from plugin {entry.plugin.describe()} returned a "
+                f"{type(obj).__module__}.{type(obj).__qualname__}; expected an instance of "
+                f"{expected.__module__}.{expected.__qualname__}"
+            )
+        return obj
+
+    def list(self, pattern: str = "*", kind: str | None = None) -> list[Entry]:
+        """Entries whose key matches the shell-style ``pattern``, sorted by kind then key."""
+        if kind is not None and kind not in KINDS:
+            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}")
+        found = [
+            e
+            for e in self._entries.values()
+            if fnmatch.fnmatchcase(e.key, pattern) and (kind is None or e.kind == kind)
+        ]
+        return sorted(found, key=lambda e: (e.kind, e.key))
+
+    def keys(self, kind: str | None = None) -> list[str]:
+        return [e.key for e in self.list(kind=kind)]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _PluginScope:
+    def __init__(self, registry: Registry, plugin: PluginInfo) -> None:
+        self._registry, self._plugin = registry, plugin
+
+    def __enter__(self) -> Registry:
+        self._previous = self._registry._current_plugin
+        self._registry._current_plugin = self._plugin
+        return self._registry
+
+    def __exit__(self, *exc: object) -> None:
+        self._registry._current_plugin = self._previous

@@ -1,0 +1,58 @@
+"""Weight-normalized convolutions as NVAE uses them (Salimans & Kingma 2016; NVAE Sec. 3.2).
+
+NVAE keeps a per-output-channel log-norm ``log g`` and a direction ``v`` and uses
+``W = exp(log g) * v / (||v|| + 1e-5)``; at construction ``log g = log(||v|| + 1e-2)``, so the
+initial weight is (almost) the default initialization. Implemented as a
+``torch.nn.utils.parametrize`` parametrization, so ``conv.weight`` *is* the normalized weight
+everywhere (forward, spectral regularization, ``state_dict`` through ``parametrizations.weight``).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn.utils import parametrize
+
+NORM_EPS = 1e-5  # added to ||v|| in the forward pass, as in the official code
+INIT_EPS = 1e-2  # added to ||v|| when initializing log g, as in the official code
+
+
+def _channel_norm(v: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each output channel's filter, shaped to broadcast against ``v``."""
+    norm = rearrange(v, "o ... -> o (...)").norm(dim=1)
+    return norm.view(-1, *([1] * (v.dim() - 1)))
+
+
+class LogWeightNorm(nn.Module):
+    """Parametrization ``(log_g, v) -> exp(log_g) * v / (||v|| + 1e-5)``."""
+
+    def forward(self, log_g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.exp(log_g) * v / (_channel_norm(v) + NORM_EPS)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.log(_channel_norm(weight) + INIT_EPS), weight
+
+
+def weight_norm_(module: nn.Module) -> nn.Module:
+    """Put :class:`LogWeightNorm` on ``module.weight`` in place and return the module."""
+    parametrize.register_parametrization(module, "weight", LogWeightNorm(), unsafe=True)
+    return module
+
+
+def wn_conv2d(
+    in_chs: int,
+    out_chs: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    padding: int | None = None,
+    groups: int = 1,
+    bias: bool = True,
+    weight_norm: bool = True,
+) -> nn.Conv2d:
+    """A ``nn.Conv2d`` ("same" padding by default) with NVAE's weight normalization."""
+    if padding is None:
+        padding = kernel_size // 2
+    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)
+    return weight_norm_(conv) if weight_norm else conv
