@@ -1,0 +1,108 @@
+"""The ``genzoo`` command, run as a user runs it: in a subprocess, from another folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import genzoo
+from plugin_fixtures import GATE_PLUGIN, make_distribution
+
+
+def genzoo_cli(*args, cwd, env_extra=None, pythonpath=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_")}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "genzoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version_and_help(tmp_path):
+    out = genzoo_cli("--version", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == f"genzoo {genzoo.__version__}"
+    out = genzoo_cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for sub in ("list", "plugins"):
+        assert sub in out.stdout
+
+
+def test_list_from_any_folder_shows_the_builtin_components(tmp_path):
+    out = genzoo_cli("list", "nvae.*", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["kind", "key", "plugin", "description"]
+    rows = [line.split()[:3] for line in lines[2:]]
+    assert ["cell", "nvae.separable_cell", "nvae"] in rows
+    assert all(key.startswith("nvae.") for _, key, _ in rows)
+    assert all(len(line.split()) > 3 for line in lines[2:]), "every component has a description"
+
+
+def test_list_filters_by_kind(tmp_path):
+    out = genzoo_cli("list", "--kind", "gate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    kinds = {line.split()[0] for line in out.stdout.splitlines()[2:]}
+    assert kinds == {"gate"}
+    assert "nvae.se" in out.stdout and "baselines.none_gate" in out.stdout
+
+
+def test_plugins_shows_name_source_version_and_keys(tmp_path):
+    site = make_distribution(
+        tmp_path / "site", "genzoo-double", "0.3.1", {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        {"double": "double_plugin"},
+    )
+    out = genzoo_cli("plugins", cwd=tmp_path, pythonpath=site)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[2:]}
+    assert rows["nvae"].split()[1:3] == ["built-in", genzoo.__version__]
+    assert rows["double"].split()[1:3] == ["installed", "0.3.1"]
+    assert "double.gate" in rows["double"]
+    out = genzoo_cli("plugins", cwd=tmp_path, pythonpath=site, env_extra={genzoo.DISABLE_AUTOLOAD_ENV: "1"})
+    assert "double" not in out.stdout
+
+
+def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_path):
+    site = make_distribution(
+        tmp_path / "site", "genzoo-broken", "2.0",
+        {"broken_plugin.py": "raise RuntimeError('cannot start')\n"}, {"broken": "broken_plugin"},
+    )
+    out = genzoo_cli("list", cwd=tmp_path, pythonpath=site)
+    assert out.returncode == 2
+    assert out.stderr.startswith("genzoo: error: plugin 'broken' (installed, genzoo-broken 2.0) failed to import")
+    assert "RuntimeError: cannot start" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = genzoo_cli("--debug", "list", cwd=tmp_path, pythonpath=site)
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+def test_duplicate_key_from_an_installed_plugin_exits_2_naming_both(tmp_path):
+    site = make_distribution(
+        tmp_path / "site", "genzoo-clash", "1.1", {"clash_plugin.py": GATE_PLUGIN.format(key="nvae.se")},
+        {"clash": "clash_plugin"},
+    )
+    out = genzoo_cli("list", cwd=tmp_path, pythonpath=site)
+    assert out.returncode == 2
+    assert "'nvae' (built-in" in out.stderr and "'clash' (installed, genzoo-clash 1.1)" in out.stderr
+
+
+def test_unknown_kind_and_no_command_are_usage_errors(tmp_path):
+    assert genzoo_cli("list", "--kind", "widget", cwd=tmp_path).returncode == 2
+    assert genzoo_cli(cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("pattern", ["zzz.*"])
+def test_list_without_matches_says_so(tmp_path, pattern):
+    out = genzoo_cli("list", pattern, cwd=tmp_path)
+    assert out.returncode == 0 and f"no component matches {pattern!r}" in out.stdout
+
+
+def test_console_script_is_installed(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "genzoo")
+    out = subprocess.run([script, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "genzoo" in out.stdout
+    assert textwrap.dedent(out.stdout).strip() == f"genzoo {genzoo.__version__}"

@@ -1,0 +1,162 @@
+"""Plugin discovery from the three places genzoo looks: registry.yaml, installed entry points and
+experiment files; with real ``*.dist-info`` folders, nothing mocked."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+import genzoo
+from genzoo import PluginHost
+from plugin_fixtures import GATE_PLUGIN, make_distribution
+
+
+def test_installed_plugin_is_found_through_its_entry_point(site_dir):
+    make_distribution(
+        site_dir,
+        "genzoo-double",
+        "0.3.1",
+        {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        {"double": "double_plugin"},
+    )
+    host = PluginHost()
+    host.load_entry_points()
+    info = host.plugins["double"]
+    assert (info.source, info.distribution, info.version) == ("installed", "genzoo-double", "0.3.1")
+    entry = host.registry.get("gate", "double.gate")
+    assert entry.plugin == info
+    assert entry.description == "Multiplies every channel by two."
+
+
+def test_environment_variable_turns_off_autoloading(site_dir, monkeypatch):
+    make_distribution(
+        site_dir, "genzoo-double", "0.3.1", {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        {"double": "double_plugin"},
+    )
+    monkeypatch.setenv(genzoo.DISABLE_AUTOLOAD_ENV, "1")
+    host = PluginHost()
+    host.load_entry_points()
+    assert "double" not in host.plugins and "double.gate" not in host.registry
+
+
+def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_dir):
+    make_distribution(
+        site_dir, "genzoo-broken", "2.0", {"broken_plugin.py": "import not_a_real_module_xyz\n"},
+        {"broken": "broken_plugin"},
+    )
+    host = PluginHost()
+    with pytest.raises(genzoo.PluginLoadError) as err:
+        host.load_entry_points()
+    message = str(err.value)
+    assert "'broken' (installed, genzoo-broken 2.0)" in message
+    assert "entry point 'broken = broken_plugin'" in message
+    assert "ModuleNotFoundError" in message and "not_a_real_module_xyz" in message
+
+
+def test_same_key_from_two_installed_plugins_names_both(site_dir):
+    make_distribution(
+        site_dir, "genzoo-aaa", "1.0", {"aaa_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
+        {"aaa": "aaa_plugin"},
+    )
+    make_distribution(
+        site_dir, "genzoo-bbb", "2.5", {"bbb_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
+        {"bbb": "bbb_plugin"},
+    )
+    host = PluginHost()
+    with pytest.raises(genzoo.DuplicateKeyError) as err:
+        host.load_entry_points()
+    assert "'aaa' (installed, genzoo-aaa 1.0)" in str(err.value)
+    assert "'bbb' (installed, genzoo-bbb 2.5)" in str(err.value)
+
+
+def test_registration_hook_that_raises_is_named(site_dir):
+    (site_dir / "raising_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import genzoo
+
+            @genzoo.hookimpl
+            def genzoo_register(registry):
+                raise RuntimeError("boom in register")
+            """
+        )
+    )
+    host = PluginHost()
+    with pytest.raises(genzoo.PluginLoadError, match=r"'raising_plugin' \(experiment\) failed in genzoo_register: "
+                       r"RuntimeError: boom in register"):
+        host.load_module("raising_plugin")
+
+
+def test_experiment_plugin_module_and_custom_registry_file(site_dir, tmp_path):
+    (site_dir / "exp_plugin.py").write_text(textwrap.dedent(GATE_PLUGIN.format(key="exp.gate")))
+    (site_dir / "builtin_like.py").write_text(textwrap.dedent(GATE_PLUGIN.format(key="core.gate")))
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text("plugins:\n  - name: corelike\n    module: builtin_like\n")
+    host = PluginHost()
+    host.load_builtin(registry_file)
+    host.load_module("exp_plugin")
+    assert host.plugins["corelike"].source == "built-in"
+    assert host.plugins["exp_plugin"].source == "experiment"
+    assert host.registry.get("gate", "exp.gate").plugin.name == "exp_plugin"
+
+
+def test_malformed_registry_file_is_named(tmp_path):
+    bad = tmp_path / "registry.yaml"
+    bad.write_text("plugins:\n  - nvae\n")
+    with pytest.raises(genzoo.PluginLoadError, match=r"registry.yaml: plugins\[0\] must be a mapping"):
+        PluginHost().load_builtin(bad)
+
+
+def test_plugin_api_version_mismatch_is_refused(site_dir):
+    (site_dir / "future_plugin.py").write_text("GENZOO_PLUGIN_API = 99\n")
+    with pytest.raises(genzoo.PluginLoadError, match=r"'future_plugin' .* needs genzoo plugin API 99, but this "
+                       r"genzoo provides API 1"):
+        PluginHost().load_module("future_plugin")
+
+
+def test_lifecycle_hook_that_raises_is_reported_with_the_plugin_name(site_dir):
+    (site_dir / "noisy_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import genzoo
+
+            seen = []
+
+            @genzoo.hookimpl
+            def genzoo_step_end(step, metrics):
+                seen.append(step)
+                if step == 2:
+                    raise ValueError("bad metric")
+            """
+        )
+    )
+    host = PluginHost()
+    host.load_module("noisy_plugin")
+    host.call_hook("genzoo_step_end", run=None, step=1, metrics={})
+    import noisy_plugin
+
+    assert noisy_plugin.seen == [1]
+    with pytest.raises(genzoo.PluginHookError, match=r"'noisy_plugin' \(experiment\) raised in hook "
+                       r"genzoo_step_end: ValueError: bad metric"):
+        host.call_hook("genzoo_step_end", run=None, step=2, metrics={})
+
+
+def test_report_columns_hook_collects_every_plugins_columns(site_dir):
+    for name, col in (("cols_a", "a.x"), ("cols_b", "b.y")):
+        (site_dir / f"{name}.py").write_text(
+            textwrap.dedent(
+                f"""
+                import genzoo
+
+                @genzoo.hookimpl
+                def genzoo_report_columns(results):
+                    return {{"{col}": results["value"] * 2}}
+                """
+            )
+        )
+    host = PluginHost()
+    host.load_module("cols_a")
+    host.load_module("cols_b")
+    columns = host.call_hook("genzoo_report_columns", results={"value": 21})
+    assert sorted(columns, key=str) == [{"a.x": 42}, {"b.y": 42}]
