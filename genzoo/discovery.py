@@ -77,8 +77,7 @@ class PluginHost:
                     raise
                 except Exception as exc:
                     raise PluginLoadError(
-                        f"plugin {info.describe()} failed in genzoo_register: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"plugin {info.describe()} failed in genzoo_register: {type(exc).__name__}: {exc}"
                     ) from exc
 
     def load_module(self, module_name: str, *, source: str = "experiment", name: str | None = None) -> None:
@@ -145,7 +144,9 @@ class PluginHost:
             except Exception as exc:
                 info = self.plugins.get(impl.plugin_name)
                 who = info.describe() if info else repr(impl.plugin_name)
-                raise PluginHookError(f"plugin {who} raised in hook {name}: {type(exc).__name__}: {exc}") from exc
+                raise PluginHookError(
+                    f"plugin {who} raised in hook {name}: {type(exc).__name__}: {exc}"
+                ) from exc
             if result is not None:
                 results.append(result)
         return results

@@ -23,7 +23,9 @@ class ComponentSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: ComponentSpec | str | Mapping[str, Any], *, where: str = "component") -> ComponentSpec:
+    def parse(
+        cls, value: ComponentSpec | str | Mapping[str, Any], *, where: str = "component"
+    ) -> ComponentSpec:
         """Accept a spec, a bare key, or a mapping with ``key`` and options."""
         if isinstance(value, ComponentSpec):
             return value

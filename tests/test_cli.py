@@ -8,9 +8,9 @@ import sys
 import textwrap
 
 import pytest
+from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 import genzoo
-from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 
 def genzoo_cli(*args, cwd, env_extra=None, pythonpath=None):
@@ -19,7 +19,12 @@ def genzoo_cli(*args, cwd, env_extra=None, pythonpath=None):
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "genzoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "genzoo.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -53,7 +58,10 @@ def test_list_filters_by_kind(tmp_path):
 
 def test_plugins_shows_name_source_version_and_keys(tmp_path):
     site = make_distribution(
-        tmp_path / "site", "genzoo-double", "0.3.1", {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        tmp_path / "site",
+        "genzoo-double",
+        "0.3.1",
+        {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
         {"double": "double_plugin"},
     )
     out = genzoo_cli("plugins", cwd=tmp_path, pythonpath=site)
@@ -68,12 +76,17 @@ def test_plugins_shows_name_source_version_and_keys(tmp_path):
 
 def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_path):
     site = make_distribution(
-        tmp_path / "site", "genzoo-broken", "2.0",
-        {"broken_plugin.py": "raise RuntimeError('cannot start')\n"}, {"broken": "broken_plugin"},
+        tmp_path / "site",
+        "genzoo-broken",
+        "2.0",
+        {"broken_plugin.py": "raise RuntimeError('cannot start')\n"},
+        {"broken": "broken_plugin"},
     )
     out = genzoo_cli("list", cwd=tmp_path, pythonpath=site)
     assert out.returncode == 2
-    assert out.stderr.startswith("genzoo: error: plugin 'broken' (installed, genzoo-broken 2.0) failed to import")
+    assert out.stderr.startswith(
+        "genzoo: error: plugin 'broken' (installed, genzoo-broken 2.0) failed to import"
+    )
     assert "RuntimeError: cannot start" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     out = genzoo_cli("--debug", "list", cwd=tmp_path, pythonpath=site)
@@ -82,7 +95,10 @@ def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_p
 
 def test_duplicate_key_from_an_installed_plugin_exits_2_naming_both(tmp_path):
     site = make_distribution(
-        tmp_path / "site", "genzoo-clash", "1.1", {"clash_plugin.py": GATE_PLUGIN.format(key="nvae.se")},
+        tmp_path / "site",
+        "genzoo-clash",
+        "1.1",
+        {"clash_plugin.py": GATE_PLUGIN.format(key="nvae.se")},
         {"clash": "clash_plugin"},
     )
     out = genzoo_cli("list", cwd=tmp_path, pythonpath=site)

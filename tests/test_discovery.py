@@ -6,10 +6,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 import genzoo
 from genzoo import PluginHost
-from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 
 def test_installed_plugin_is_found_through_its_entry_point(site_dir):
@@ -31,7 +31,10 @@ def test_installed_plugin_is_found_through_its_entry_point(site_dir):
 
 def test_environment_variable_turns_off_autoloading(site_dir, monkeypatch):
     make_distribution(
-        site_dir, "genzoo-double", "0.3.1", {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        site_dir,
+        "genzoo-double",
+        "0.3.1",
+        {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
         {"double": "double_plugin"},
     )
     monkeypatch.setenv(genzoo.DISABLE_AUTOLOAD_ENV, "1")
@@ -42,7 +45,10 @@ def test_environment_variable_turns_off_autoloading(site_dir, monkeypatch):
 
 def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_dir):
     make_distribution(
-        site_dir, "genzoo-broken", "2.0", {"broken_plugin.py": "import not_a_real_module_xyz\n"},
+        site_dir,
+        "genzoo-broken",
+        "2.0",
+        {"broken_plugin.py": "import not_a_real_module_xyz\n"},
         {"broken": "broken_plugin"},
     )
     host = PluginHost()
@@ -56,11 +62,17 @@ def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_d
 
 def test_same_key_from_two_installed_plugins_names_both(site_dir):
     make_distribution(
-        site_dir, "genzoo-aaa", "1.0", {"aaa_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
+        site_dir,
+        "genzoo-aaa",
+        "1.0",
+        {"aaa_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
         {"aaa": "aaa_plugin"},
     )
     make_distribution(
-        site_dir, "genzoo-bbb", "2.5", {"bbb_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
+        site_dir,
+        "genzoo-bbb",
+        "2.5",
+        {"bbb_plugin.py": GATE_PLUGIN.format(key="shared.gate")},
         {"bbb": "bbb_plugin"},
     )
     host = PluginHost()
@@ -83,8 +95,11 @@ def test_registration_hook_that_raises_is_named(site_dir):
         )
     )
     host = PluginHost()
-    with pytest.raises(genzoo.PluginLoadError, match=r"'raising_plugin' \(experiment\) failed in genzoo_register: "
-                       r"RuntimeError: boom in register"):
+    with pytest.raises(
+        genzoo.PluginLoadError,
+        match=r"'raising_plugin' \(experiment\) failed in genzoo_register: "
+        r"RuntimeError: boom in register",
+    ):
         host.load_module("raising_plugin")
 
 
@@ -110,8 +125,11 @@ def test_malformed_registry_file_is_named(tmp_path):
 
 def test_plugin_api_version_mismatch_is_refused(site_dir):
     (site_dir / "future_plugin.py").write_text("GENZOO_PLUGIN_API = 99\n")
-    with pytest.raises(genzoo.PluginLoadError, match=r"'future_plugin' .* needs genzoo plugin API 99, but this "
-                       r"genzoo provides API 1"):
+    with pytest.raises(
+        genzoo.PluginLoadError,
+        match=r"'future_plugin' .* needs genzoo plugin API 99, but this "
+        r"genzoo provides API 1",
+    ):
         PluginHost().load_module("future_plugin")
 
 
@@ -137,8 +155,11 @@ def test_lifecycle_hook_that_raises_is_reported_with_the_plugin_name(site_dir):
     import noisy_plugin
 
     assert noisy_plugin.seen == [1]
-    with pytest.raises(genzoo.PluginHookError, match=r"'noisy_plugin' \(experiment\) raised in hook "
-                       r"genzoo_step_end: ValueError: bad metric"):
+    with pytest.raises(
+        genzoo.PluginHookError,
+        match=r"'noisy_plugin' \(experiment\) raised in hook "
+        r"genzoo_step_end: ValueError: bad metric",
+    ):
         host.call_hook("genzoo_step_end", run=None, step=2, metrics={})
 
 

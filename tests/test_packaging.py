@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _copy_source(dst: Path) -> Path:
-    ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs")
+    ignore = shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs"
+    )
     shutil.copytree(ROOT, dst, symlinks=True, ignore=ignore)
     return dst
 
@@ -26,8 +28,20 @@ def wheel(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     src = _copy_source(work / "src")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(work / "dist"), str(src)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(work / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     (found,) = (work / "dist").glob("genzoo-*.whl")
     return found
@@ -37,7 +51,8 @@ def test_wheel_holds_every_module_and_the_registry_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "genzoo").rglob("*.py")}
     expected |= {
-        "genzoo_plugins/" + p.relative_to(ROOT / "plugins").as_posix() for p in (ROOT / "plugins").rglob("*.py")
+        "genzoo_plugins/" + p.relative_to(ROOT / "plugins").as_posix()
+        for p in (ROOT / "plugins").rglob("*.py")
     }
     assert expected - names == set(), "modules missing from the wheel (add their package to pyproject.toml)"
     assert "genzoo_plugins/registry.yaml" in names
@@ -49,17 +64,26 @@ def test_wheel_holds_every_module_and_the_registry_file(wheel):
 def test_installed_wheel_lists_components_from_another_folder(wheel, tmp_path):
     venv = tmp_path / "venv"
     # System site packages provide torch & co.; the wheel itself goes into the venv.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
     bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
     subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
         [str(bin_dir / "python"), "-c", "import genzoo_plugins; print(genzoo_plugins.__file__)"],
-        cwd=elsewhere, capture_output=True, text=True, check=True, timeout=120,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert Path(where.stdout.strip()).is_relative_to(venv), "the test must import the installed copy"
     out = subprocess.run(
