@@ -73,6 +73,133 @@ def _configure_plugins(p: argparse.ArgumentParser) -> Command:
     return run
 
 
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="experiment file (YAML)")
+    p.add_argument("--profile", help="a profile of the file, e.g. quick or paper")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one value, e.g. --set training.lr=1e-3 (repeatable)",
+    )
+
+
+@command("run", help="train and evaluate an experiment's runs and write the report")
+def _configure_run(p: argparse.ArgumentParser) -> Command:
+    _add_experiment_args(p)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides training.device)")
+    p.add_argument(
+        "--out", default="runs", help="output root; the experiment writes OUT/<name>/ (default: runs)"
+    )
+    p.add_argument(
+        "--only", action="append", metavar="RUN", help="run only this variant or ablation (repeatable)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and print the runs; train nothing")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue runs whose configuration changed")
+    group.add_argument(
+        "--fresh", action="store_true", help="move earlier results to archive/ and start again"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.runner import run_matrix
+
+        experiment = _load(args)
+        if args.dry_run:
+            return _print_plan(experiment, args.only)
+        outcome = run_matrix(
+            experiment, args.out, only=args.only, device=args.device, resume=args.resume, fresh=args.fresh
+        )
+        print(f"report: {outcome.exp_dir / 'report.md'}")
+        return outcome.exit_code
+
+    return run
+
+
+@command("validate", help="check an experiment file and print the resolved runs")
+def _configure_validate(p: argparse.ArgumentParser) -> Command:
+    _add_experiment_args(p)
+
+    def run(args: argparse.Namespace) -> int:
+        return _print_plan(_load(args), None)
+
+    return run
+
+
+@command("report", help="render an experiment folder's report again")
+def _configure_report(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("dir", help="an experiment output folder (OUT/<name>)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from genzoo.experiment.report import render_report
+
+        folder = Path(args.dir)
+        if not (folder / "experiment.json").exists():
+            raise GenzooError(f"{folder}: not an experiment output folder (no experiment.json)")
+        for path in render_report(folder).values():
+            print(path)
+        return 0
+
+    return run
+
+
+@command("sample", help="write a sample grid from a trained run")
+def _configure_sample(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="prior temperature (default 1.0)")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", help="PNG file to write (default: RUN_DIR/samples_cli_t<T>.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--readjust-bn", action="store_true", help="readjust BatchNorm statistics first (NVAE)")
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.sampling import sample_run
+
+        print(
+            sample_run(
+                args.run_dir,
+                temperature=args.temperature,
+                num_samples=args.n,
+                out=args.out,
+                seed=args.seed,
+                device=args.device,
+                readjust_bn=args.readjust_bn,
+            )
+        )
+        return 0
+
+    return run
+
+
+def _load(args: argparse.Namespace):
+    from genzoo.experiment.spec import load_experiment
+
+    return load_experiment(args.file, profile=args.profile, overrides=args.overrides)
+
+
+def _print_plan(experiment, only) -> int:
+    from genzoo.experiment.runner import check_compositions, load_plugins
+
+    host = get_host()
+    load_plugins(experiment, host)
+    runs = experiment.select(only)
+    counts = check_compositions(runs, host, {})
+    profile = f" (profile {experiment.profile})" if experiment.profile else ""
+    print(f"{experiment.file}: experiment {experiment.name!r}{profile}, {len(runs)} run(s)")
+    rows = []
+    for run, params in zip(runs, counts):
+        regs = ", ".join(f"{k}={v.key}" for k, v in run.regularizers.items()) or "-"
+        change = ", ".join(f"{k}={v}" for k, v in run.changes.items()) or "-"
+        rows.append((run.run_id, run.hierarchy.key, f"{params:,}", regs, change, str(run.training.steps)))
+    print(_table(rows, ("run", "hierarchy", "params", "regularizers", "changes", "steps")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genzoo",

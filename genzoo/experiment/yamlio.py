@@ -7,6 +7,7 @@ paths (``("training", "lr")``) to line and column, so that errors can point at t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string; experiment files are full of such numbers, so
+# floats are resolved as YAML 1.2 does (a dot is optional before the exponent).
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse ``text`` safely; errors name ``file``, line and column."""
     loader = _UniqueKeyLoader(text)
@@ -119,7 +137,7 @@ def parse_override(item: str) -> tuple[KeyPath, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. --set training.lr=1e-3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - safe
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
     path = tuple(part for part in key.strip().split("."))

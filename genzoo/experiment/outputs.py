@@ -1,0 +1,155 @@
+"""The experiment's output folder: where each run writes, and what happens to earlier results.
+
+Layout::
+
+    OUT/<experiment>/
+      experiment.json                 # what was asked: file, profile, overrides, runs + fingerprints
+      runs/<run>/seed<k>/
+        config.yaml                   # the resolved run config (and its fingerprint)
+        checkpoint.pt                 # latest checkpoint (atomic), for resuming
+        metrics.jsonl                 # training and evaluation metrics, one JSON object a line
+        results.json                  # written once, when the run is over (finished or diverged)
+        samples_t<T>.png              # sample grids
+      report.md  results.csv  results.json  curves.png
+      archive/<timestamp>/...         # earlier results moved aside by --fresh, never deleted
+
+Earlier results are never overwritten silently: a run folder written with another configuration
+stops the command, unless the user passes ``--resume`` (continue those runs under the new
+configuration) or ``--fresh`` (move them to ``archive/`` and start again).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genzoo.atomic import atomic_write_text
+from genzoo.errors import ConfigError, GenzooError
+from genzoo.experiment.spec import Experiment, RunSpec
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """``root / parts`` resolved, refusing any path that would leave ``root``."""
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"output path {'/'.join(parts)!r} would leave the output folder {root}")
+    return path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.dir / CONFIG_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.dir / RESULTS_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / CHECKPOINT_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / METRICS_FILE
+
+    def samples(self, temperature: float) -> Path:
+        return self.dir / f"samples_t{temperature:g}.png"
+
+
+class ExperimentDir:
+    """The output folder of one experiment."""
+
+    def __init__(self, out_root: str | Path, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.root = confined(Path(out_root), experiment.name)
+
+    def run_paths(self, run: RunSpec) -> RunPaths:
+        return RunPaths(confined(self.root, "runs", run.name, f"seed{run.seed}"))
+
+    # -- state of earlier runs ---------------------------------------------------------------
+    @staticmethod
+    def recorded_fingerprint(paths: RunPaths) -> str | None:
+        try:
+            doc = yaml.safe_load(paths.config.read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return doc.get("fingerprint") if isinstance(doc, dict) else None
+
+    @staticmethod
+    def finished_results(paths: RunPaths) -> dict[str, Any] | None:
+        """The run's results if it is over (finished or diverged), else None."""
+        try:
+            results = json.loads(paths.results.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return results if results.get("status") in ("finished", "diverged") else None
+
+    def prepare(self, runs: list[RunSpec], *, resume: bool = False, fresh: bool = False) -> None:
+        """Check earlier results against ``runs`` and make the folders; see the module doc."""
+        if resume and fresh:
+            raise ConfigError("--resume and --fresh exclude each other")
+        changed = []
+        for run in runs:
+            paths = self.run_paths(run)
+            if not paths.dir.exists():
+                continue
+            recorded = self.recorded_fingerprint(paths)
+            if recorded is not None and recorded != run.fingerprint():
+                changed.append(run)
+        if fresh:
+            existing = [r for r in runs if self.run_paths(r).dir.exists()]
+            self._archive(existing)
+        elif changed and not resume:
+            names = ", ".join(r.run_id for r in changed[:5]) + (" ..." if len(changed) > 5 else "")
+            raise ConfigError(
+                f"{self.root} already holds results of {len(changed)} run(s) with a different configuration "
+                f"({names}). Rerun with --resume to continue them under the new configuration, with --fresh "
+                "to move them to archive/ and start again, or choose another --out folder."
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for run in runs:
+                self.run_paths(run).dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GenzooError(f"cannot create the output folder {self.root}: {exc.strerror or exc}") from exc
+        manifest = {
+            "name": self.experiment.name,
+            "file": str(self.experiment.file),
+            "profile": self.experiment.profile,
+            "overrides": self.experiment.overrides,
+            "runs": {r.run_id: r.fingerprint() for r in self.experiment.runs},
+        }
+        atomic_write_text(self.root / "experiment.json", json.dumps(manifest, indent=2) + "\n")
+
+    def write_run_config(self, run: RunSpec, **facts: Any) -> None:
+        """``config.yaml``: the fingerprint, the resolved run config, and ``facts`` learned while
+        building it (image shape, bit depth) that ``genzoo sample`` needs to rebuild the model."""
+        doc = {"fingerprint": run.fingerprint(), **run.to_config(), **facts}
+        atomic_write_text(self.run_paths(run).config, yaml.safe_dump(doc, sort_keys=False))
+
+    def _archive(self, runs: list[RunSpec]) -> None:
+        if not runs:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest_root = confined(self.root, "archive", stamp)
+        for run in runs:
+            src = self.run_paths(run).dir
+            dest = dest_root / "runs" / run.name / f"seed{run.seed}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dest))

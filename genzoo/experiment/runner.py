@@ -1,0 +1,233 @@
+"""Running an experiment's matrix of runs: build each model from registry keys, train it with the
+engine, record its results, and keep the report current.
+
+A matrix resumes after any stop: a run whose ``results.json`` says it is over (finished or
+diverged) under the same configuration is skipped, and a run with a checkpoint continues from
+it. A diverged run is recorded and the matrix goes on; an interrupted run (SIGINT/SIGTERM) writes
+its checkpoint and stops the matrix, so that rerunning the command picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genzoo.atomic import atomic_write_text
+from genzoo.discovery import PluginHost, get_host
+from genzoo.errors import ConfigError, GenzooError
+from genzoo.experiment.outputs import ExperimentDir, RunPaths
+from genzoo.experiment.report import render_report
+from genzoo.experiment.spec import Experiment, RunSpec
+from genzoo.interfaces import Hierarchy, ImageDataset, Regularizer
+from genzoo.spec import ComponentSpec
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class MatrixOutcome:
+    """What happened to each run of one invocation."""
+
+    exp_dir: Path
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def load_plugins(experiment: Experiment, host: PluginHost) -> None:
+    """Load the plugin modules the experiment file lists (once per host)."""
+    for module in experiment.plugins:
+        host.load_module(module, source="experiment")
+
+
+def build_dataset(spec: ComponentSpec, host: PluginHost, cache: dict[str, ImageDataset]) -> ImageDataset:
+    key = json.dumps(spec.to_config(), sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = spec.build("dataset", host.registry)
+    return cache[key]
+
+
+def build_model(run: RunSpec, dataset: ImageDataset, host: PluginHost) -> Hierarchy:
+    """The run's hierarchy for the dataset's image shape and bit depth, with a clear error when
+    the composition cannot work (e.g. a Bernoulli likelihood on 8-bit images)."""
+    entry = host.registry.get("hierarchy", run.hierarchy.key)
+    extra: dict[str, Any] = {"image_shape": tuple(dataset.image_shape)}
+    accepts = inspect.signature(entry.factory).parameters
+    if "num_bits" in accepts and "num_bits" not in run.hierarchy.options:
+        extra["num_bits"] = dataset.num_bits
+    if "registry" in accepts:
+        extra["registry"] = host.registry
+    try:
+        model = run.hierarchy.build("hierarchy", host.registry, **extra)
+    except GenzooError as exc:
+        raise ConfigError(f"run {run.name!r}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"run {run.name!r}: hierarchy {run.hierarchy.key!r} cannot be built: {exc}"
+        ) from exc
+    bits = model.likelihood.num_bits
+    if bits != dataset.num_bits:
+        raise ConfigError(
+            f"run {run.name!r}: the likelihood {type(model.likelihood).__name__} models {bits}-bit pixels, "
+            f"but the dataset {run.data.dataset.key!r} has {dataset.num_bits}-bit pixels; choose a likelihood "
+            "that fits the data (Bernoulli for binarized images, discretized logistics for 8-bit images)"
+        )
+    return model
+
+
+def build_regularizers(run: RunSpec, host: PluginHost) -> list[Regularizer]:
+    regs = []
+    for name, spec in run.regularizers.items():
+        try:
+            regs.append(spec.build("regularizer", host.registry))
+        except GenzooError as exc:
+            raise ConfigError(f"run {run.name!r}: regularizer {name!r}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"run {run.name!r}: regularizer {name!r} ({spec.key}): {exc}") from exc
+    return regs
+
+
+def check_compositions(runs: list[RunSpec], host: PluginHost, datasets: dict[str, ImageDataset]) -> list[int]:
+    """Build every run's dataset, model and regularizers once, before anything trains, so that
+    a bad composition fails now rather than hours into the matrix. Returns parameter counts."""
+    counts = []
+    seen: dict[str, int] = {}
+    for run in runs:
+        key = run.hierarchy.key + json.dumps(run.hierarchy.options, sort_keys=True, default=str)
+        key += json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str)
+        if key not in seen:
+            dataset = build_dataset(run.data.dataset, host, datasets)
+            try:  # meta tensors: build the structure without allocating paper-scale weights
+                with torch.device("meta"):
+                    model = build_model(run, dataset, host)
+            except (NotImplementedError, RuntimeError):
+                model = build_model(run, dataset, host)
+            seen[key] = sum(p.numel() for p in model.parameters())
+        build_regularizers(run, host)
+        counts.append(seen[key])
+    return counts
+
+
+def run_matrix(
+    experiment: Experiment,
+    out_root: str | Path,
+    *,
+    only: list[str] | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    fresh: bool = False,
+    host: PluginHost | None = None,
+    echo: Printer = print,
+) -> MatrixOutcome:
+    """Train and evaluate every selected run, skipping finished ones; render the report."""
+    host = host or get_host()
+    load_plugins(experiment, host)
+    runs = experiment.select(only)
+    datasets: dict[str, ImageDataset] = {}
+    check_compositions(runs, host, datasets)
+    exp_dir = ExperimentDir(out_root, experiment)
+    exp_dir.prepare(runs, resume=resume, fresh=fresh)
+    outcome = MatrixOutcome(exp_dir.root)
+    for index, run in enumerate(runs, 1):
+        paths = exp_dir.run_paths(run)
+        done = exp_dir.finished_results(paths)
+        if done is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint():
+            echo(f"[{index}/{len(runs)}] {run.run_id}: already {done['status']}, skipped")
+            outcome.skipped.append(run.run_id)
+            continue
+        echo(f"[{index}/{len(runs)}] {run.run_id}: training ({run.training.steps} steps)")
+        status = _train_one(run, paths, exp_dir, host, datasets, device, echo)
+        getattr(outcome, status).append(run.run_id)
+        render_report(exp_dir.root, title=experiment.name)
+        if status == "interrupted":
+            echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
+            break
+    render_report(exp_dir.root, title=experiment.name)
+    return outcome
+
+
+def _train_one(
+    run: RunSpec,
+    paths: RunPaths,
+    exp_dir: ExperimentDir,
+    host: PluginHost,
+    datasets: dict[str, ImageDataset],
+    device: str | None,
+    echo: Printer,
+) -> str:
+    from genzoo.engine import train
+
+    dataset = build_dataset(run.data.dataset, host, datasets)
+    torch.manual_seed(run.seed)  # the initial weights depend on the seed only
+    model = build_model(run, dataset, host)
+    regularizers = build_regularizers(run, host)
+    training = run.training if device is None else dataclasses.replace(run.training, device=device)
+    facts = {"image_shape": list(dataset.image_shape), "num_bits": dataset.num_bits}
+    exp_dir.write_run_config(run, **facts)
+    config = {**run.to_config(), **facts}
+    row_meta = {
+        "run": run.name,
+        "seed": run.seed,
+        "group": run.group,
+        "base": run.base,
+        "changes": run.changes,
+        "hierarchy": run.hierarchy.key,
+        "fingerprint": run.fingerprint(),
+    }
+    try:
+        results = train(
+            model,
+            dataset.split("train"),
+            dataset.split("test"),
+            training,
+            paths.dir,
+            regularizers=regularizers,
+            eval_config=run.evaluation,
+            name=run.run_id,
+            host=host,
+            run_config=config,
+            dataset_name=json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str),
+        )
+    except GenzooError:
+        raise
+    except Exception as exc:  # a crash in one run must not cost the others
+        atomic_write_text(paths.dir / "error.txt", traceback.format_exc())
+        row = {**row_meta, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        atomic_write_text(paths.results, json.dumps(row, indent=2, default=str) + "\n")
+        echo(f"    failed: {type(exc).__name__}: {exc} (traceback in {paths.dir / 'error.txt'})")
+        return "failed"
+    row = {**row_meta, **results}
+    if isinstance(row.get("peak_memory_bytes"), (int, float)):
+        row["peak_memory_mb"] = row["peak_memory_bytes"] / 2**20
+    row["diverged"] = int(row.get("status") == "diverged")
+    extra: dict[str, Any] = {}
+    for columns in host.call_hook("genzoo_report_columns", results=dict(row)):
+        if isinstance(columns, dict):
+            extra.update(columns)
+    if extra:
+        row["extra"] = extra
+    atomic_write_text(paths.results, json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
+    status = row.get("status", "finished")
+    summary = ", ".join(
+        f"{k} {row[k]:.4f}"
+        for k in ("test_bpd_elbo", "test_bpd_iw", "test_nats_elbo")
+        if isinstance(row.get(k), float)
+    )
+    echo(f"    {status}" + (f": {summary}" if summary else ""))
+    return status if status in ("finished", "diverged", "interrupted") else "failed"
