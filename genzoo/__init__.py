@@ -15,6 +15,7 @@ from genzoo.discovery import (
     get_registry,
     reset_host,
 )
+from genzoo.engine.run_info import RunInfo
 from genzoo.errors import (
     ComponentTypeError,
     ConfigError,
@@ -90,6 +91,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Regularizer",
+    "RunInfo",
     "TrainProgress",
     "UnknownKeyError",
     "WrongKindError",

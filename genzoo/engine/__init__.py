@@ -1,0 +1,55 @@
+"""The training and evaluation engine: NVAE's recipe, the field's metrics, resumable runs.
+
+A small Python API, usable without any experiment file::
+
+    from genzoo.engine import EvalConfig, TrainConfig, evaluate, train
+
+    results = train(model, train_set, test_set, TrainConfig(steps=2000, batch_size=32),
+                    out_dir="runs/nvae", regularizers=[spectral])
+    print(results["test_bpd_elbo"], results["test_bpd_iw"])
+    scores = evaluate(model, test_set, EvalConfig(iw_samples=100))
+
+See ``docs/engine.md`` for the whole tour.
+"""
+
+from genzoo.engine.checkpoint import load_checkpoint, save_checkpoint
+from genzoo.engine.config import EvalConfig, TrainConfig
+from genzoo.engine.efficiency import parameter_counts, peak_memory_bytes, sampling_speed
+from genzoo.engine.evaluation import (
+    bits_per_dim,
+    evaluate_likelihood,
+    importance_weighted_log_likelihood,
+    readjusted_batchnorm,
+    sample_images,
+)
+from genzoo.engine.evaluator import evaluate
+from genzoo.engine.fid import frechet_distance
+from genzoo.engine.logging import read_metrics
+from genzoo.engine.run_info import RunInfo
+from genzoo.engine.schedules import WarmupCosine, balanced_kl, kl_balance_alpha, kl_coefficient
+from genzoo.engine.trainer import Trainer, train
+
+__all__ = [
+    "EvalConfig",
+    "RunInfo",
+    "TrainConfig",
+    "Trainer",
+    "WarmupCosine",
+    "balanced_kl",
+    "bits_per_dim",
+    "evaluate",
+    "evaluate_likelihood",
+    "frechet_distance",
+    "importance_weighted_log_likelihood",
+    "kl_balance_alpha",
+    "kl_coefficient",
+    "load_checkpoint",
+    "parameter_counts",
+    "peak_memory_bytes",
+    "read_metrics",
+    "readjusted_batchnorm",
+    "sample_images",
+    "sampling_speed",
+    "save_checkpoint",
+    "train",
+]

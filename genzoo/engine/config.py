@@ -1,0 +1,276 @@
+"""Validated settings of the training and evaluation engine.
+
+The defaults reproduce NVAE's recipe (Vahdat & Kautz 2020, Sec. 4 and App. A; the official
+``train.py`` flags in brackets): Adamax with ``eps = 1e-3`` and L2 weight decay 3e-4
+[``--weight_decay``], learning rate 1e-2 [``--learning_rate``] warmed up linearly, then cosine
+to 1e-4 [``--learning_rate_min``], KL warm-up over the first 30% of training
+[``--kl_anneal_portion 0.3``] after a constant portion [``--kl_const_portion 1e-4``] at
+[``--kl_const_coeff 1e-4``], KL balancing ``square``, mixed precision fp16 with a gradient
+scaler starting at ``2**10``. VDVAE's habits (gradient clipping, skipping of steps with a large
+gradient norm, EMA) are available and off by default, since NVAE does not use them.
+
+Every field is checked when the dataclass is built; a bad value raises
+:class:`genzoo.ConfigError` naming the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from genzoo.errors import ConfigError
+
+OPTIMIZERS = ("adamax", "adamw")
+PRECISIONS = ("fp32", "bf16", "fp16")
+KL_BALANCE_FUNS = ("equal", "linear", "sqrt", "square")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _fail(owner: str, name: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{owner}.{name}={value!r}; expected {expected}")
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(owner, name, value, f"an integer >= {minimum}")
+
+
+def _check_float(
+    owner: str, name: str, value: Any, low: float, high: float = math.inf, *, open_low=False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low}" if open_low else f">= {low}"
+        raise _fail(
+            owner, name, value, f"a finite number {bound}" + (f" and <= {high}" if high < math.inf else "")
+        )
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _fail(owner, name, value, f"one of {', '.join(repr(c) for c in choices)}")
+
+
+def _check_optional_positive(owner: str, name: str, value: Any) -> None:
+    if value is not None:
+        _check_float(owner, name, value, 0.0, open_low=True)
+
+
+class _Config:
+    """Shared helpers: building from a mapping with unknown keys named, and back to a dict."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str | None = None):
+        """Build from a mapping (e.g. the ``train:`` section of an experiment file)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{prefix}unknown {cls.__name__} option(s) {', '.join(map(repr, unknown))}; "
+                f"known options: {', '.join(sorted(names))}"
+            )
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            if where:
+                raise ConfigError(f"{where}: {exc}") from exc
+            raise
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (tuples as lists), for ``config.json`` and checkpoints."""
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """How to train one model. Step counts are optimizer steps (one batch per process each).
+
+    - ``steps``: total training steps; all schedules are fractions of it.
+    - ``batch_size``: images per process and step (NVAE's ``--batch_size`` is per GPU too).
+    - ``optimizer``: ``adamax`` (NVAE; L2 weight decay added to the gradient) or ``adamw``
+      (decoupled decay). ``eps`` defaults to 1e-3 for Adamax (NVAE) and 1e-8 for AdamW.
+    - ``lr``, ``lr_min``, ``lr_warmup_steps``: linear warm-up from 0, then cosine to ``lr_min``.
+    - ``kl_anneal_portion``, ``kl_const_portion``, ``kl_const_coeff``: NVAE's KL warm-up.
+    - ``kl_balance``, ``kl_balance_fun``: KL balancing across groups while the KL coefficient
+      is below 1 (NVAE uses ``square``).
+    - ``grad_clip``: clip the gradient norm to this value (None: no clipping, as NVAE).
+    - ``skip_threshold``: skip steps whose gradient norm exceeds it (None: only non-finite
+      norms are skipped). VDVAE uses a skip threshold of a few hundred.
+    - ``max_consecutive_skips``: after this many consecutive steps with a non-finite loss or
+      gradient the run stops as ``diverged``.
+    - ``ema_decay``: keep an exponential moving average of the weights, used for evaluation.
+    - ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+    - ``precision``: ``fp16`` (NVAE, with a gradient scaler), ``bf16`` or ``fp32``; on CPU
+      training is always fp32, whatever this says.
+    - ``channels_last``, ``compile``: memory format and ``torch.compile`` of the model.
+    - ``seed``: seeds python, numpy and torch and the data order; ``deterministic`` also asks
+      torch for deterministic kernels.
+    - ``checkpoint_every``, ``eval_every``, ``log_every``: in steps (0: only at the end).
+    - ``sync_bn``: convert BatchNorm to SyncBatchNorm under DDP (CUDA only).
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    optimizer: str = "adamax"
+    lr: float = 1e-2
+    lr_min: float = 1e-4
+    lr_warmup_steps: int = 0
+    weight_decay: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float | None = None
+    kl_anneal_portion: float = 0.3
+    kl_const_portion: float = 1e-4
+    kl_const_coeff: float = 1e-4
+    kl_balance: bool = True
+    kl_balance_fun: str = "square"
+    grad_clip: float | None = None
+    skip_threshold: float | None = None
+    max_consecutive_skips: int = 50
+    ema_decay: float | None = None
+    device: str = "auto"
+    precision: str = "fp16"
+    grad_scaler_init: float = 2.0**10
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    log_every: int = 10
+    num_workers: int = 0
+    sync_bn: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        own = "TrainConfig"
+        _check_int(own, "steps", self.steps, 1)
+        _check_int(own, "batch_size", self.batch_size, 1)
+        _check_choice(own, "optimizer", self.optimizer, OPTIMIZERS)
+        _check_float(own, "lr", self.lr, 0.0, open_low=True)
+        _check_float(own, "lr_min", self.lr_min, 0.0, self.lr)
+        _check_int(own, "lr_warmup_steps", self.lr_warmup_steps, 0)
+        if self.lr_warmup_steps >= self.steps:
+            raise _fail(own, "lr_warmup_steps", self.lr_warmup_steps, f"fewer than steps={self.steps}")
+        _check_float(own, "weight_decay", self.weight_decay, 0.0)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
+        if (
+            betas is None
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+        ):
+            raise _fail(own, "betas", self.betas, "two numbers in [0, 1)")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        _check_optional_positive(own, "eps", self.eps)
+        _check_float(own, "kl_anneal_portion", self.kl_anneal_portion, 0.0, 1.0)
+        _check_float(own, "kl_const_portion", self.kl_const_portion, 0.0, 1.0)
+        _check_float(own, "kl_const_coeff", self.kl_const_coeff, 0.0, 1.0)
+        _check_choice(own, "kl_balance_fun", self.kl_balance_fun, KL_BALANCE_FUNS)
+        _check_optional_positive(own, "grad_clip", self.grad_clip)
+        _check_optional_positive(own, "skip_threshold", self.skip_threshold)
+        _check_int(own, "max_consecutive_skips", self.max_consecutive_skips, 1)
+        if self.ema_decay is not None:
+            _check_float(own, "ema_decay", self.ema_decay, 0.0, 1.0, open_low=True)
+            if self.ema_decay >= 1.0:
+                raise _fail(own, "ema_decay", self.ema_decay, "a number in (0, 1) or None")
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise _fail(own, "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check_choice(own, "precision", self.precision, PRECISIONS)
+        _check_float(own, "grad_scaler_init", self.grad_scaler_init, 0.0, open_low=True)
+        _check_int(own, "seed", self.seed, 0)
+        _check_int(own, "checkpoint_every", self.checkpoint_every, 0)
+        _check_int(own, "eval_every", self.eval_every, 0)
+        _check_int(own, "log_every", self.log_every, 1)
+        _check_int(own, "num_workers", self.num_workers, 0)
+        for name in ("kl_balance", "channels_last", "compile", "deterministic", "sync_bn", "progress_bar"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(own, name, getattr(self, name), "true or false")
+
+    @property
+    def optimizer_eps(self) -> float:
+        """``eps`` or the optimizer's default (Adamax 1e-3 as NVAE, AdamW 1e-8)."""
+        if self.eps is not None:
+            return float(self.eps)
+        return 1e-3 if self.optimizer == "adamax" else 1e-8
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Config):
+    """How to evaluate a trained model on the test split.
+
+    - ``batch_size``: test images per forward pass for the ELBO and the other metrics.
+    - ``iw_samples``: K of the importance-weighted NLL (NVAE's final number uses 1000; 0 skips
+      it). ``iw_batch_size`` bounds the images per forward pass (test images x samples), so
+      memory stays bounded whatever K is.
+    - ``max_images``: evaluate on the first N test images only (None: all).
+    - ``active_unit_threshold``: a latent unit is active when the variance over the data of
+      its posterior mean exceeds it (Burda et al. 2016: 0.01).
+    - ``temperatures``, ``num_samples``: sample grids drawn at each temperature.
+    - ``bn_readjust``: readjust BatchNorm statistics before sampling, as NVAE does
+      (``bn_readjust_iters`` sampling passes of ``bn_readjust_batch_size`` images in train mode).
+    - ``num_reconstructions``: test images shown next to their reconstructions.
+    - ``fid``: compute FID (needs the ``fid`` extra); ``fid_num_samples`` generated images,
+      ``fid_temperature``, ``fid_reference_split`` (NVAE compares with the training set),
+      ``fid_weights_path`` (Inception weights for offline machines),
+      ``fid_cache_dir`` (reference statistics per dataset; default ``~/.cache/genzoo/fid``).
+    - ``speed_batches``: timed batches for the sampling images/s figure (0: not measured).
+    """
+
+    batch_size: int = 64
+    iw_samples: int = 1000
+    iw_batch_size: int = 1024
+    max_images: int | None = None
+    active_unit_threshold: float = 0.01
+    temperatures: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0)
+    num_samples: int = 64
+    bn_readjust: bool = True
+    bn_readjust_iters: int = 500
+    bn_readjust_batch_size: int = 16
+    num_reconstructions: int = 8
+    fid: bool = False
+    fid_num_samples: int = 50_000
+    fid_temperature: float = 1.0
+    fid_reference_split: str = "train"
+    fid_weights_path: str | None = None
+    fid_cache_dir: str | None = None
+    speed_batches: int = 5
+
+    def __post_init__(self) -> None:
+        own = "EvalConfig"
+        _check_int(own, "batch_size", self.batch_size, 1)
+        _check_int(own, "iw_samples", self.iw_samples, 0)
+        _check_int(own, "iw_batch_size", self.iw_batch_size, 1)
+        if self.max_images is not None:
+            _check_int(own, "max_images", self.max_images, 1)
+        _check_float(own, "active_unit_threshold", self.active_unit_threshold, 0.0)
+        temps = self.temperatures
+        if not isinstance(temps, (list, tuple)) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10 for t in temps
+        ):
+            raise _fail(own, "temperatures", temps, "a list of numbers in (0, 10]")
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in temps))
+        _check_int(own, "num_samples", self.num_samples, 0)
+        _check_int(own, "bn_readjust_iters", self.bn_readjust_iters, 0)
+        _check_int(own, "bn_readjust_batch_size", self.bn_readjust_batch_size, 2)
+        _check_int(own, "num_reconstructions", self.num_reconstructions, 0)
+        _check_int(own, "fid_num_samples", self.fid_num_samples, 2)
+        _check_float(own, "fid_temperature", self.fid_temperature, 0.0, 10.0, open_low=True)
+        _check_choice(own, "fid_reference_split", self.fid_reference_split, ("train", "test"))
+        for name in ("fid_weights_path", "fid_cache_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise _fail(own, name, value, "a path string or None")
+        _check_int(own, "speed_batches", self.speed_batches, 0)
+        for name in ("bn_readjust", "fid"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(own, name, getattr(self, name), "true or false")

@@ -1,0 +1,172 @@
+"""One call that evaluates a model on a test split: every figure of the comparison table.
+
+It gathers what :mod:`.evaluation`, :mod:`.efficiency` and :mod:`.fid` measure: test negative
+ELBO and importance-weighted NLL (nats per image and bits/dim), KL per group, active units,
+sample grids at each temperature (after NVAE's BatchNorm readjustment), reconstructions,
+parameter counts, sampling images/s and, when asked for, FID.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from genzoo.engine.config import EvalConfig
+from genzoo.engine.distributed import DistContext, barrier, init_distributed
+from genzoo.engine.efficiency import parameter_counts, sampling_speed
+from genzoo.engine.evaluation import (
+    evaluate_likelihood,
+    readjusted_batchnorm,
+    reconstruction_pairs,
+    sample_images,
+)
+from genzoo.interfaces.hierarchy import Hierarchy
+
+
+def _images(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _first_images(data: Dataset, n: int) -> torch.Tensor:
+    return torch.stack([_images(data[i]) for i in range(min(n, len(data)))])  # type: ignore[arg-type]
+
+
+def _batches(data: Dataset, batch_size: int, device: torch.device, indices: range) -> Iterator[torch.Tensor]:
+    loader = DataLoader(Subset(data, list(indices)), batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        yield _images(batch).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Hierarchy,
+    test_data: Dataset,
+    config: EvalConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    out_dir: str | os.PathLike | None = None,
+    reference_data: Dataset | None = None,
+    dataset_name: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``test_data`` and return the figures as ``test_*`` scalars.
+
+    :param config: what to measure (:class:`EvalConfig`; the defaults follow NVAE).
+    :param device: where to run (default: where the model's parameters are).
+    :param out_dir: where to write ``samples_t<T>.png`` and ``reconstructions.png`` (None: no
+        images written).
+    :param reference_data: the FID reference set (default: ``test_data``).
+    :param dataset_name: names the cached FID reference statistics (None: not cached).
+    :param seed: evaluation draws its noise from this seed in a forked generator, so it is
+        repeatable and leaves the caller's random state untouched.
+
+    Under DDP every rank evaluates its shard of the test set for the likelihood figures; the
+    images, speed and FID are computed on rank 0 only.
+    """
+    config = config or EvalConfig()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    ctx: DistContext = init_distributed(device.type)
+    n = len(test_data)  # type: ignore[arg-type]
+    if config.max_images is not None:
+        n = min(n, config.max_images)
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed + ctx.rank)
+        scores = evaluate_likelihood(
+            model,
+            _batches(test_data, config.batch_size, device, range(ctx.rank, n, ctx.world_size)),
+            iw_samples=config.iw_samples,
+            iw_batch_size=config.iw_batch_size,
+            active_unit_threshold=config.active_unit_threshold,
+        )
+        results = {f"test_{k}": v for k, v in scores.items()}
+        if ctx.is_main:
+            results.update(
+                _rank0_figures(model, test_data, config, device, out_dir, reference_data, dataset_name)
+            )
+    barrier()
+    return results
+
+
+def _rank0_figures(
+    model: Hierarchy,
+    test_data: Dataset,
+    config: EvalConfig,
+    device: torch.device,
+    out_dir: str | os.PathLike | None,
+    reference_data: Dataset | None,
+    dataset_name: str | None,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    folder = Path(out_dir) if out_dir is not None else None
+    if config.num_samples > 0 and config.temperatures:
+        grids = sample_images(
+            model,
+            config.num_samples,
+            config.temperatures,
+            batch_size=config.batch_size,
+            bn_readjust=config.bn_readjust,
+            bn_readjust_iters=config.bn_readjust_iters,
+            bn_readjust_batch_size=config.bn_readjust_batch_size,
+        )
+        if folder is not None:
+            from torchvision.utils import save_image
+
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, images in grids.items():
+                save_image(images.float().cpu(), folder / f"samples_t{t:g}.png", nrow=8)
+    if config.num_reconstructions > 0 and folder is not None:
+        from torchvision.utils import save_image
+
+        pairs = reconstruction_pairs(model, _first_images(test_data, config.num_reconstructions).to(device))
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(pairs.float().cpu(), folder / "reconstructions.png", nrow=2)
+    if config.speed_batches > 0:
+        results["sampling_images_per_s"] = sampling_speed(
+            model, batch_size=config.batch_size, batches=config.speed_batches
+        )
+    counts = parameter_counts(model)
+    results["params"] = counts.pop("total")
+    results.update({f"params_{k}": v for k, v in counts.items()})
+    if config.fid:
+        results["fid"] = _fid(model, reference_data or test_data, config, device, dataset_name)
+    return results
+
+
+def _fid(
+    model: Hierarchy, reference: Dataset, config: EvalConfig, device: torch.device, dataset_name: str | None
+) -> float:
+    from genzoo.engine.fid import cache_file_for, fid_score, inception_extractor
+
+    extractor = inception_extractor(config.fid_weights_path, device)
+    count = len(reference)  # type: ignore[arg-type]
+    cache = None
+    if dataset_name is not None:
+        cache = cache_file_for(config.fid_cache_dir, dataset_name, config.fid_reference_split, count)
+
+    def generated() -> Iterator[torch.Tensor]:
+        iters = config.bn_readjust_iters if config.bn_readjust else 0
+        with readjusted_batchnorm(
+            model,
+            temperature=config.fid_temperature,
+            iterations=iters,
+            batch_size=config.bn_readjust_batch_size,
+        ):
+            for start in range(0, config.fid_num_samples, config.batch_size):
+                yield model.sample(
+                    min(config.batch_size, config.fid_num_samples - start), config.fid_temperature
+                )
+
+    return fid_score(
+        generated(),
+        lambda: _batches(reference, config.batch_size, device, range(count)),
+        extractor,
+        device,
+        cache_file=cache,
+    )

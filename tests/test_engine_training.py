@@ -1,0 +1,283 @@
+"""The training loop on a tiny model: exact resume after SIGINT, divergence, skipped steps,
+EMA, lifecycle hooks and the metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from engine_helpers import HeadSpectralNorm, NaNAfter, TinyVAE, ToyImages
+
+import genzoo
+from genzoo import PluginHost, PluginInfo
+from genzoo.engine import EvalConfig, RunInfo, TrainConfig, evaluate, load_checkpoint, read_metrics, train
+
+QUICK_EVAL = EvalConfig(
+    iw_samples=4, num_samples=4, temperatures=(0.8,), bn_readjust_iters=2, speed_batches=1
+)
+
+
+def _config(**changes) -> TrainConfig:
+    base = dict(steps=30, batch_size=16, lr=3e-3, lr_warmup_steps=2, checkpoint_every=0, progress_bar=False)
+    return TrainConfig(**{**base, **changes})
+
+
+def _host(*plugins) -> PluginHost:
+    host = PluginHost()
+    for i, plugin in enumerate(plugins):
+        host.register_plugin(
+            plugin, PluginInfo(name=getattr(plugin, "name", f"test-plugin-{i}"), source="python")
+        )
+    return host
+
+
+class SigintAt:
+    """Sends this process SIGINT from the step-end hook, as Ctrl-C would."""
+
+    name = "sigint"
+
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    @genzoo.hookimpl
+    def genzoo_step_end(self, step):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _model(seed: int = 0) -> TinyVAE:
+    torch.manual_seed(seed)
+    return TinyVAE()
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    # 48 images / 16 per batch = 3 steps per epoch, so the run stops in the middle of an epoch.
+    config = _config(steps=40, ema_decay=0.9, eval_every=10, seed=3)
+    data, test = ToyImages(48), ToyImages(16, seed=1)
+
+    straight_model = _model()
+    straight = train(
+        straight_model,
+        data,
+        test,
+        config,
+        tmp_path / "a",
+        regularizers=[HeadSpectralNorm()],
+        eval_config=QUICK_EVAL,
+        host=_host(),
+    )
+
+    stopped = train(
+        _model(),
+        data,
+        test,
+        config,
+        tmp_path / "b",
+        regularizers=[HeadSpectralNorm()],
+        eval_config=QUICK_EVAL,
+        host=_host(SigintAt(19)),
+    )
+    assert stopped["status"] == "interrupted"
+    assert stopped["step"] == 20  # the signal is acted on after the step in progress
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["data"] == {"epoch": 6, "start": 32, "seed": 3}
+
+    resumed_model = _model(seed=99)  # different initial weights: everything must come from the checkpoint
+    resumed = train(
+        resumed_model,
+        data,
+        test,
+        config,
+        tmp_path / "b",
+        regularizers=[HeadSpectralNorm()],
+        eval_config=QUICK_EVAL,
+        host=_host(),
+    )
+    assert (resumed["status"], resumed["resumed_from"], resumed["step"]) == ("finished", 20, 40)
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], abs=1e-5)
+    assert resumed["test_nats_elbo"] == pytest.approx(straight["test_nats_elbo"], abs=1e-5)
+    for (name, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    losses_a = [r["loss"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl", "train")]
+    losses_b = [r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl", "train")]
+    assert losses_b == pytest.approx(losses_a, abs=1e-5)
+
+
+def test_non_finite_steps_are_skipped_and_a_run_that_keeps_failing_is_marked_diverged(tmp_path):
+    model = _model()
+    config = _config(steps=30, checkpoint_every=5, max_consecutive_skips=3)
+    results = train(
+        model, ToyImages(64), None, config, tmp_path, regularizers=[NaNAfter(start=5)], host=_host()
+    )
+    assert results["status"] == "diverged"
+    assert (results["step"], results["skipped_nonfinite"]) == (8, 3)
+    last_good = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert last_good["step"] == 5  # the last good checkpoint is kept, not overwritten
+    # skipped steps did not touch the weights
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, last_good["model"][name], rtol=0, atol=0, msg=name)
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def test_a_few_bad_steps_are_counted_and_training_goes_on(tmp_path):
+    results = train(
+        _model(),
+        ToyImages(64),
+        None,
+        _config(steps=12),
+        tmp_path,
+        regularizers=[NaNAfter(start=4, stop=6)],
+        host=_host(),
+    )
+    assert (results["status"], results["skipped_nonfinite"], results["skipped_steps"]) == ("finished", 2, 2)
+    skipped = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train") if r["skipped"]]
+    assert skipped == [5, 6]
+
+
+def test_steps_with_a_gradient_norm_above_the_threshold_are_skipped(tmp_path):
+    model = _model()
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "batches" not in k
+    }
+    results = train(model, ToyImages(64), None, _config(steps=6, skip_threshold=1e-3), tmp_path, host=_host())
+    assert (results["status"], results["skipped_grad_norm"], results["skipped_nonfinite"]) == (
+        "finished",
+        6,
+        0,
+    )
+    for name, value in before.items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+class ParamRecorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, torch.Tensor]] = []
+        self.calls: list[tuple] = []
+
+    @genzoo.hookimpl
+    def genzoo_run_start(self, run):
+        self.calls.append(("run_start", run.step))
+
+    @genzoo.hookimpl
+    def genzoo_step_end(self, run, step, metrics):
+        self.params.append({k: v.detach().clone() for k, v in run.model.named_parameters()})
+        self.calls.append(("step_end", step, sorted(metrics)))
+
+    @genzoo.hookimpl
+    def genzoo_evaluation_end(self, run, step, metrics):
+        self.calls.append(("evaluation_end", step, "test_bpd_elbo" in metrics))
+
+    @genzoo.hookimpl
+    def genzoo_run_end(self, run, results):
+        assert isinstance(run, RunInfo) and run.out_dir.exists()
+        self.calls.append(("run_end", results["status"]))
+
+
+def test_ema_averages_the_weights_after_every_update_and_is_used_for_evaluation(tmp_path):
+    recorder = ParamRecorder()
+    decay = 0.8
+    test = ToyImages(16, seed=1)
+    results = train(
+        _model(),
+        ToyImages(64),
+        test,
+        _config(steps=5, ema_decay=decay),
+        tmp_path,
+        eval_config=QUICK_EVAL,
+        host=_host(recorder),
+    )
+    expected = dict(recorder.params[0])
+    for params in recorder.params[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * params[k] for k in expected}
+    ema = load_checkpoint(tmp_path / "checkpoint.pt")["ema"]
+    for name, value in expected.items():
+        torch.testing.assert_close(ema[f"module.{name}"], value, msg=name)
+
+    ema_model = TinyVAE()
+    ema_model.load_state_dict({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"})
+    assert evaluate(ema_model, test, QUICK_EVAL)["test_nats_elbo"] == pytest.approx(results["test_nats_elbo"])
+
+
+def test_lifecycle_hooks_see_the_run_in_order(tmp_path):
+    recorder = ParamRecorder()
+    train(
+        _model(),
+        ToyImages(32),
+        ToyImages(8),
+        _config(steps=4, eval_every=2),
+        tmp_path,
+        eval_config=QUICK_EVAL,
+        host=_host(recorder),
+    )
+    kinds = [c[0] for c in recorder.calls]
+    assert kinds == [
+        "run_start",
+        "step_end",
+        "step_end",
+        "evaluation_end",
+        "step_end",
+        "step_end",
+        "evaluation_end",
+        "run_end",
+    ]
+    step_metrics = recorder.calls[1][2]
+    assert {"loss", "bpd", "kl", "kl_coeff", "lr", "grad_norm", "skipped", "images_per_s"} <= set(
+        step_metrics
+    )
+    assert recorder.calls[-1] == ("run_end", "finished")
+
+
+class Boom:
+    name = "boom-plugin"
+
+    @genzoo.hookimpl
+    def genzoo_step_end(self, step):
+        raise RuntimeError("exploded")
+
+
+def test_a_raising_hook_is_reported_with_the_plugin_name(tmp_path):
+    with pytest.raises(genzoo.PluginHookError, match=r"'boom-plugin'.*genzoo_step_end.*exploded"):
+        train(_model(), ToyImages(32), None, _config(steps=3), tmp_path, host=_host(Boom()))
+
+
+def test_metrics_log_and_progress_bar(tmp_path, capsys):
+    config = _config(steps=6, log_every=2, progress_bar=True)
+    train(_model(), ToyImages(32), None, config, tmp_path, host=_host(), name="tiny-run")
+    records = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(r["bpd"] == pytest.approx(r["nelbo"] / (0.6931471805599453 * 64)) for r in records)
+    bar = capsys.readouterr().err
+    assert "tiny-run" in bar and "img/s" in bar and "6/6" in bar
+
+
+def test_training_lowers_the_loss_and_reports_efficiency(tmp_path):
+    results = train(
+        _model(),
+        ToyImages(128),
+        ToyImages(32, seed=1),
+        _config(steps=60, batch_size=32),
+        tmp_path,
+        eval_config=QUICK_EVAL,
+        host=_host(),
+    )
+    first = read_metrics(tmp_path / "metrics.jsonl", "train")[0]["nelbo"]
+    assert results["test_nats_elbo"] < 0.8 * first
+    assert results["params"] == sum(p.numel() for p in TinyVAE().parameters())
+    assert results["train_images_per_s"] > 0 and results["sampling_images_per_s"] > 0
+    assert results["peak_memory_bytes"] > 0
+    assert (tmp_path / "samples_t0.8.png").exists() and (tmp_path / "reconstructions.png").exists()
+
+
+def test_channels_last_and_adamw_train(tmp_path):
+    config = _config(steps=4, channels_last=True, optimizer="adamw", grad_clip=1.0)
+    results = train(_model(), ToyImages(32), None, config, tmp_path, host=_host())
+    assert results["status"] == "finished" and results["precision"] == "fp32"
+
+
+def test_a_batch_larger_than_the_data_is_a_config_error(tmp_path):
+    with pytest.raises(genzoo.ConfigError, match="batch_size=64"):
+        train(_model(), ToyImages(32), None, _config(batch_size=64), tmp_path, host=_host())
