@@ -9,6 +9,7 @@ import pytest
 import torch
 from engine_helpers import TinyVAE, ToyImages
 
+import genzoo
 from genzoo import PluginHost
 from genzoo.engine import TrainConfig, load_checkpoint, save_checkpoint, train
 from genzoo.engine.checkpoint import rng_state, set_rng_state
@@ -23,7 +24,10 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash_half_way)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        genzoo.GenzooError,
+        match=r"cannot write .*checkpoint.pt: disk full; the previous version is left intact",
+    ):
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1

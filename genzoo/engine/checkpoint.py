@@ -14,51 +14,40 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from genzoo.atomic import atomic_write
+from genzoo.errors import GenzooError
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+class CheckpointError(GenzooError):
+    """A checkpoint that cannot be read, or that does not fit the run resuming from it."""
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically and durably; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """Write ``state`` to ``path`` atomically and durably (see :mod:`genzoo.atomic`)."""
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
+    path = Path(path)
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated zip, wrong file, or a pickle that is not weights-only
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint, it is corrupt, truncated or not a genzoo checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Move it away to "
+            "restart this run from scratch; nothing else in the folder depends on it."
+        ) from exc
 
 
 def rng_state() -> dict[str, Any]:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genzoo.atomic import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -53,6 +55,7 @@ class RunLogger:
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(self.out_dir / METRICS_FILE, start_step)
         self._file = open(self.out_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if tensorboard:
             self._writer = _tensorboard_writer(self.out_dir / "tensorboard")
@@ -95,6 +98,22 @@ class RunLogger:
             self._file = None
 
 
+def _truncate_log(path: Path, start_step: int) -> None:
+    """Drop what a resumed run will log again: records after the checkpoint's step, and a line
+    cut short by a kill. Rewritten atomically, so a kill here loses nothing either."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(record.get("step", 0)) <= start_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
 def _tensorboard_writer(folder: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -109,7 +128,10 @@ def read_metrics(path: str | os.PathLike, kind: str | None = None) -> list[dict[
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the last line of a run that was killed mid-write
                 if kind is None or record.get("kind") == kind:
                     records.append(record)
     return records

@@ -33,9 +33,11 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
+from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
 from genzoo.engine.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -253,8 +255,15 @@ class Trainer:
                 f"{self.ctx.world_size}, so the data position cannot be carried over. Use another out_dir "
                 "or resume=False."
             )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{self.checkpoint_path} holds another model than this run builds (changed options or "
+                f"keys?): {str(exc).splitlines()[0]}. Use another output folder, or --fresh to archive "
+                "the old run."
+            ) from exc
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -404,8 +413,8 @@ class Trainer:
             description=self.name,
         )
         if self.ctx.is_main:
-            (self.out_dir / "train_config.json").write_text(
-                json.dumps(self.run_config, indent=2, default=str)
+            atomic_write_text(
+                self.out_dir / "train_config.json", json.dumps(self.run_config, indent=2, default=str)
             )
         status = "finished"
         try:
@@ -436,7 +445,7 @@ class Trainer:
                     results.update(self._final_evaluation(step, logger))
                     results["active_units"] = results["test_active_units"]  # the report's column
                 if self.ctx.is_main:
-                    (self.out_dir / RESULTS_FILE).write_text(json.dumps(_json_safe(results), indent=2))
+                    atomic_write_text(self.out_dir / RESULTS_FILE, json.dumps(_json_safe(results), indent=2))
                 self._hook("genzoo_run_end", run=self.run, results=results)
         finally:
             logger.close()

@@ -227,7 +227,7 @@ def read_curve(path: Path, key: str) -> tuple[list[float], list[float]]:
         except json.JSONDecodeError:
             continue  # a line cut by a kill
         v = _number(rec.get(key))
-        if v is not None and rec.get("split", "train") == "train" and "step" in rec:
+        if v is not None and rec.get("kind", "train") == "train" and "step" in rec:
             steps.append(float(rec["step"]))
             values.append(v)
     return steps, values

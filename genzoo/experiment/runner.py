@@ -76,15 +76,15 @@ def build_model(run: RunSpec, dataset: ImageDataset, host: PluginHost) -> Hierar
     try:
         model = run.hierarchy.build("hierarchy", host.registry, **extra)
     except GenzooError as exc:
-        raise ConfigError(f"run {run.name!r}: {exc}") from exc
+        raise ConfigError(f"{run.origin}: run {run.name!r}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(
-            f"run {run.name!r}: hierarchy {run.hierarchy.key!r} cannot be built: {exc}"
+            f"{run.origin}: run {run.name!r}: hierarchy {run.hierarchy.key!r} cannot be built: {exc}"
         ) from exc
     bits = model.likelihood.num_bits
     if bits != dataset.num_bits:
         raise ConfigError(
-            f"run {run.name!r}: the likelihood {type(model.likelihood).__name__} models {bits}-bit pixels, "
+            f"{run.origin}: run {run.name!r}: the likelihood {type(model.likelihood).__name__} models {bits}-bit pixels, "
             f"but the dataset {run.data.dataset.key!r} has {dataset.num_bits}-bit pixels; choose a likelihood "
             "that fits the data (Bernoulli for binarized images, discretized logistics for 8-bit images)"
         )
@@ -97,9 +97,11 @@ def build_regularizers(run: RunSpec, host: PluginHost) -> list[Regularizer]:
         try:
             regs.append(spec.build("regularizer", host.registry))
         except GenzooError as exc:
-            raise ConfigError(f"run {run.name!r}: regularizer {name!r}: {exc}") from exc
+            raise ConfigError(f"{run.origin}: run {run.name!r}: regularizer {name!r}: {exc}") from exc
         except ValueError as exc:
-            raise ConfigError(f"run {run.name!r}: regularizer {name!r} ({spec.key}): {exc}") from exc
+            raise ConfigError(
+                f"{run.origin}: run {run.name!r}: regularizer {name!r} ({spec.key}): {exc}"
+            ) from exc
     return regs
 
 

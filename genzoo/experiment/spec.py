@@ -91,6 +91,7 @@ class RunSpec:
     group: str  # "variant" or "ablation"
     base: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""  # where the run is declared (file:line), for error messages
 
     @property
     def run_id(self) -> str:
@@ -284,7 +285,9 @@ def resolve_experiment(
 
     runs: list[RunSpec] = []
 
-    def add_runs(rname: str, body: dict, vpath: KeyPath, group: str, base=None, changes=None) -> None:
+    def add_runs(
+        rname: str, body: dict, vpath: KeyPath, group: str, base=None, changes=None, origin: KeyPath = ()
+    ) -> None:
         train_cfg = build_dataclass(
             TrainConfig,
             deep_merge(training, body.get("training") or {}),
@@ -310,11 +313,12 @@ def resolve_experiment(
                     group=group,
                     base=base,
                     changes=dict(changes or {}),
+                    origin=source.where(origin or vpath),
                 )
             )
 
     for vname, body in resolved.items():
-        add_runs(vname, body, ("variants", vname), "variant")
+        add_runs(vname, body, ("variants", vname), "variant", origin=("variants", vname, "hierarchy"))
     for aname, base, changes in _ablations(doc.get("ablations"), variants, source):
         if aname in resolved or any(r.name == aname for r in runs):
             raise located(source, ("ablations",), f"ablation name {aname!r} is already used by another run")
@@ -328,6 +332,9 @@ def resolve_experiment(
             "ablation",
             base=base,
             changes=changes,
+            origin=("ablations", "swaps", aname)
+            if ("ablations", "swaps", aname) in source.marks
+            else ("ablations", "grid"),
         )
     return Experiment(
         name=name,
