@@ -1,0 +1,19 @@
+"""The identity gate: what "SE -> none" swaps in."""
+
+from __future__ import annotations
+
+import torch
+
+import genzoo
+from genzoo.interfaces import ChannelGate
+
+
+class NoGate(ChannelGate):
+    """Identity: leaves every channel as it is (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def register(registry: genzoo.Registry) -> None:
+    registry.add("gate", "baselines.none_gate", NoGate, description="no gate (identity)")

@@ -1,0 +1,78 @@
+"""A plain normal latent group: the posterior is parameterized directly from the encoder feature
+(not as a residual of the prior, as NVAE's :mod:`genzoo_plugins.nvae.residual_normal` does); the
+prior comes from the decoder state, or is N(0, I) exactly for the top group. It is what "residual
+normal -> plain normal" swaps in, and the latent of the standard VAE. Sigmas are
+``softplus(x) + 1e-4``: positive and smooth, with a floor against degenerate posteriors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import reduce
+from torch import nn
+
+import genzoo
+from genzoo.distributions import DiagonalNormal
+from genzoo.interfaces import LatentGroup, LatentOutput
+
+SIGMA_FLOOR = 1e-4
+
+
+def _normal(params: torch.Tensor) -> DiagonalNormal:
+    mu, raw = params.chunk(2, dim=1)
+    return DiagonalNormal(mu, F.softplus(raw) + SIGMA_FLOOR)
+
+
+class PlainNormal(LatentGroup):
+    """q(z|x) = N(mu_q, sigma_q) from a 3x3 conv of the encoder feature; p(z) from a 1x1 conv
+    of the decoder state (N(0, I) for the top group); closed-form KL."""
+
+    def __init__(self, *, enc_chs: int, dec_chs: int, latent_chs: int, top: bool = False) -> None:
+        super().__init__(enc_chs=enc_chs, dec_chs=dec_chs, latent_chs=latent_chs, top=top)
+        self.encoder_params = nn.Conv2d(enc_chs, 2 * latent_chs, 3, padding=1)
+        self.prior_params = None if top else nn.Conv2d(dec_chs, 2 * latent_chs, 1)
+
+    def _prior(self, dec_state: torch.Tensor | None, like: torch.Tensor) -> DiagonalNormal:
+        if self.top:
+            return DiagonalNormal(torch.zeros_like(like), torch.ones_like(like))
+        if dec_state is None:
+            raise ValueError("a non-top latent group needs the decoder state for its prior")
+        assert self.prior_params is not None
+        return _normal(self.prior_params(F.elu(dec_state)))
+
+    def forward(self, enc_feature: torch.Tensor, dec_state: torch.Tensor | None) -> LatentOutput:
+        posterior = _normal(self.encoder_params(enc_feature))
+        prior = self._prior(dec_state, posterior.mu)
+        z = posterior.sample()
+        kl_per_channel = reduce(posterior.kl(prior), "b c h w -> b c", "sum")
+        return LatentOutput(
+            z=z,
+            kl=kl_per_channel.sum(1),
+            kl_per_channel=kl_per_channel,
+            log_q=reduce(posterior.log_prob(z), "b c h w -> b", "sum"),
+            log_p=reduce(prior.log_prob(z), "b c h w -> b", "sum"),
+            q_mean=posterior.mean,
+        )
+
+    def sample(
+        self,
+        dec_state: torch.Tensor | None,
+        *,
+        temperature: float = 1.0,
+        size: tuple[int, int, int] | None = None,
+    ) -> torch.Tensor:
+        if self.top:
+            if size is None:
+                raise ValueError("the top group needs size=(batch, height, width) to sample")
+            b, h, w = size
+            like = self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w)
+            return self._prior(None, like).sample(temperature)
+        return self._prior(dec_state, dec_state).sample(temperature)
+
+
+def register(registry: genzoo.Registry) -> None:
+    registry.add(
+        "latent_group", "baselines.plain_normal", PlainNormal,
+        description="plain normal: posterior parameterized directly, N(0, I) top prior",
+    )  # fmt: skip

@@ -1,0 +1,143 @@
+"""The standard VAE baseline (Kingma & Welling 2014) that NVAE is compared against in the seed table.
+
+One latent group at the bottleneck of a plain convolutional encoder (stride-2 convs, BatchNorm,
+Swish), a fixed N(0, I) prior, and a mirror decoder of stride-2 transposed convs: no hierarchy,
+no residual cells, no gates, so the comparison isolates what NVAE adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
+from genzoo.registry import Registry
+from genzoo.spec import ComponentSpec
+from genzoo_plugins.nvae.hierarchy import build_likelihood, crop_center, pad_center, padded_shape, require_int
+
+SpecLike = ComponentSpec | str | Mapping[str, Any]
+
+
+def _conv_bn_swish(in_chs: int, out_chs: int, *, transpose: bool = False) -> nn.Sequential:
+    """A stride-2 (transposed) 4x4 conv, BatchNorm and Swish: halves (doubles) the resolution."""
+    conv = nn.ConvTranspose2d if transpose else nn.Conv2d
+    return nn.Sequential(conv(in_chs, out_chs, 4, stride=2, padding=1), nn.BatchNorm2d(out_chs), nn.SiLU())
+
+
+class StandardVAE(Hierarchy):
+    """A classic convolutional VAE with a single latent group.
+
+    :param image_shape: ``(C, H, W)`` of the scored images.
+    :param padding: zero pixels added on every side (2 for 28x28 MNIST); ``H + 2 padding`` must
+        be a multiple of ``2 ** num_downsamples``, and only ``H x W`` is scored.
+    :param num_channels: channels of the first encoder conv; they double at every downsampling
+        (and halve at every decoder upsampling).
+    :param num_downsamples: stride-2 convs in the encoder; the latent group lives at
+        ``H / 2 ** num_downsamples``.
+    :param latent_chs: channels of ``z``.
+    :param latent_group: latent group spec, built with ``top=True`` (fixed N(0, I) prior).
+    :param likelihood: output likelihood spec; default as :class:`NVAEHierarchy` (Bernoulli for
+        ``num_bits == 1``, 10-mixture discretized logistic otherwise).
+    :param num_bits: bit depth of the images; default 1 for one channel, 8 otherwise.
+    :param registry: where the keys are looked up; ``None`` is the process-wide registry.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_shape: tuple[int, int, int] = (3, 32, 32),
+        num_channels: int = 64,
+        num_downsamples: int = 3,
+        latent_chs: int = 20,
+        latent_group: SpecLike = "baselines.plain_normal",
+        likelihood: SpecLike | None = None,
+        num_bits: int | None = None,
+        padding: int = 0,
+        registry: Registry | None = None,
+    ) -> None:
+        super().__init__(image_shape=image_shape)
+        image_chs, height, width = self.image_shape
+        c = require_int("num_channels", num_channels, 1)
+        depth = require_int("num_downsamples", num_downsamples, 1)
+        self.latent_chs = require_int("latent_chs", latent_chs, 1)
+        self.downsampling = 2**depth
+        self.padded_shape = padded_shape(height, width, self.downsampling, padding)
+
+        widths = [c * 2**i for i in range(depth)]  # encoder outputs, finest first
+        self.encoder = nn.Sequential(
+            *(_conv_bn_swish(w_in, w_out) for w_in, w_out in zip([image_chs, *widths[:-1]], widths))
+        )
+        self.latent_group = ComponentSpec.parse(latent_group, where="latent_group").build(
+            "latent_group",
+            registry,
+            enc_chs=widths[-1],
+            dec_chs=widths[-1],
+            latent_chs=self.latent_chs,
+            top=True,
+        )
+        self.decoder_stem = nn.Sequential(
+            nn.Conv2d(self.latent_chs, widths[-1], 3, padding=1), nn.BatchNorm2d(widths[-1]), nn.SiLU()
+        )
+        reversed_widths = widths[::-1]
+        self.decoder = nn.Sequential(
+            *(
+                _conv_bn_swish(w_in, w_out, transpose=True)
+                for w_in, w_out in zip(reversed_widths, [*reversed_widths[1:], c])
+            )
+        )
+        self.output_likelihood = build_likelihood(
+            likelihood, image_chs=image_chs, num_bits=num_bits, registry=registry
+        )
+        self.num_bits = self.output_likelihood.num_bits
+        self.head = nn.Conv2d(c, self.output_likelihood.param_chs, 3, padding=1)
+
+    @property
+    def groups(self) -> list[GroupInfo]:
+        h, w = (s // self.downsampling for s in self.padded_shape)
+        return [GroupInfo(0, 0, 1, self.latent_chs, h, w)]
+
+    @property
+    def likelihood(self) -> OutputLikelihood:
+        return self.output_likelihood
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        params = self.head(self.decoder(self.decoder_stem(z)))
+        return crop_center(params, *self.image_shape[1:])
+
+    def forward(self, x: torch.Tensor) -> HierarchyOutput:
+        feature = self.encoder(2.0 * pad_center(x, *self.padded_shape) - 1.0)
+        latent = self.latent_group(feature, None)
+        params = self._decode(latent.z)
+        return HierarchyOutput(
+            log_px=self.output_likelihood.log_prob(params, x), latents=[latent], params=params
+        )
+
+    def sample_params(self, num_samples: int, temperature: float = 1.0) -> torch.Tensor:
+        info = self.groups[0]
+        z = self.latent_group.sample(
+            None, temperature=temperature, size=(num_samples, info.height, info.width)
+        )
+        return self._decode(z)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per component; the values sum to the model's total."""
+        parts = {
+            "encoder": self.encoder,
+            "latent_groups": self.latent_group,
+            "decoder": nn.ModuleList([self.decoder_stem, self.decoder]),
+            "head": self.head,
+            "likelihood": self.output_likelihood,
+        }
+        return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+
+
+def register(registry: Registry) -> None:
+    registry.add(
+        "hierarchy",
+        "baselines.standard_vae",
+        StandardVAE,
+        description="A standard conv VAE: one latent group at the bottleneck, N(0, I) prior",
+    )
