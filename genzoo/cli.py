@@ -188,15 +188,22 @@ def _print_plan(experiment, only) -> int:
     host = get_host()
     load_plugins(experiment, host)
     runs = experiment.select(only)
-    counts = check_compositions(runs, host, {})
+    data_problems: list[str] = []
+    counts = check_compositions(runs, host, {}, data_problems=data_problems)
     profile = f" (profile {experiment.profile})" if experiment.profile else ""
     print(f"{experiment.file}: experiment {experiment.name!r}{profile}, {len(runs)} run(s)")
     rows = []
     for run, params in zip(runs, counts):
         regs = ", ".join(f"{k}={v.key}" for k, v in run.regularizers.items()) or "-"
         change = ", ".join(f"{k}={v}" for k, v in run.changes.items()) or "-"
-        rows.append((run.run_id, run.hierarchy.key, f"{params:,}", regs, change, str(run.training.steps)))
+        shown = "?" if params is None else f"{params:,}"
+        rows.append((run.run_id, run.hierarchy.key, shown, regs, change, str(run.training.steps)))
     print(_table(rows, ("run", "hierarchy", "params", "regularizers", "changes", "steps")))
+    for problem in data_problems:
+        print(
+            f"genzoo: warning: the data is not available here, so models on it were not built: {problem}",
+            file=sys.stderr,
+        )
     return 0
 
 

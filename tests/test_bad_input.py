@@ -158,8 +158,12 @@ def test_missing_dataset_files_are_named(tmp_path):
         "dataset: {key: data.shapes, image_size: 16, channels: 1, num_bits: 1, num_train: 32, num_test: 8}",
         f"dataset: {{key: data.mnist, root: {tmp_path / 'nowhere'}}}",
     )
-    out = cli("validate", str(write_experiment(tmp_path, text)), cwd=tmp_path)
-    assert_clean_error(out, "data.mnist", "t10k-images-idx3-ubyte", "nowhere")
+    exp = write_experiment(tmp_path, text)
+    out = cli("run", str(exp), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(out, "data.mnist", "train-images-idx3-ubyte", "nowhere")
+    # validate still checks the file, and says the data is missing here
+    out = cli("validate", str(exp), cwd=tmp_path)
+    assert out.returncode == 0 and "the data is not available here" in out.stderr and "nowhere" in out.stderr
 
 
 def test_corrupt_dataset_file_is_named(tmp_path):

@@ -105,22 +105,40 @@ def build_regularizers(run: RunSpec, host: PluginHost) -> list[Regularizer]:
     return regs
 
 
-def check_compositions(runs: list[RunSpec], host: PluginHost, datasets: dict[str, ImageDataset]) -> list[int]:
+def check_compositions(
+    runs: list[RunSpec],
+    host: PluginHost,
+    datasets: dict[str, ImageDataset],
+    *,
+    data_problems: list[str] | None = None,
+) -> list[int | None]:
     """Build every run's dataset, model and regularizers once, before anything trains, so that
-    a bad composition fails now rather than hours into the matrix. Returns parameter counts."""
-    counts = []
-    seen: dict[str, int] = {}
+    a bad composition fails now rather than hours into the matrix. Returns parameter counts.
+
+    With ``data_problems`` (``genzoo validate``), a dataset that cannot be loaded here (files
+    not downloaded yet) is recorded there instead of failing, and its runs' models are not
+    built (their count is None): the file itself may still be valid."""
+    counts: list[int | None] = []
+    seen: dict[str, int | None] = {}
     for run in runs:
         key = run.hierarchy.key + json.dumps(run.hierarchy.options, sort_keys=True, default=str)
         key += json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str)
         if key not in seen:
-            dataset = build_dataset(run.data.dataset, host, datasets)
-            try:  # meta tensors: build the structure without allocating paper-scale weights
-                with torch.device("meta"):
+            try:
+                dataset = build_dataset(run.data.dataset, host, datasets)
+            except ConfigError as exc:
+                if data_problems is None:
+                    raise
+                if str(exc) not in data_problems:
+                    data_problems.append(str(exc))
+                seen[key] = None
+            else:
+                try:  # meta tensors: build the structure without allocating paper-scale weights
+                    with torch.device("meta"):
+                        model = build_model(run, dataset, host)
+                except (NotImplementedError, RuntimeError):
                     model = build_model(run, dataset, host)
-            except (NotImplementedError, RuntimeError):
-                model = build_model(run, dataset, host)
-            seen[key] = sum(p.numel() for p in model.parameters())
+                seen[key] = sum(p.numel() for p in model.parameters())
         build_regularizers(run, host)
         counts.append(seen[key])
     return counts

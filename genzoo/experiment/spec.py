@@ -190,8 +190,12 @@ def _leaf_paths(mapping: Mapping, prefix: KeyPath = ()) -> list[KeyPath]:
 
 
 def deep_merge(base: Any, update: Any) -> Any:
-    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces."""
+    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces. A
+    component mapping whose ``key`` changes replaces the old one whole (the old component's
+    options would not fit the new one)."""
     if isinstance(base, Mapping) and isinstance(update, Mapping):
+        if "key" in update and update.get("key") != base.get("key"):
+            return copy.deepcopy(dict(update))  # another component: its options start afresh
         out = dict(base)
         for key, value in update.items():
             if isinstance(value, Mapping) and isinstance(out.get(key), str) and "key" not in value:
