@@ -93,12 +93,22 @@ class ExperimentDir:
 
     @staticmethod
     def finished_results(paths: RunPaths) -> dict[str, Any] | None:
-        """The run's results if it is over (finished or diverged), else None."""
+        """The run's row if it is over (finished or diverged) and was recorded by the runner,
+        else None. (The engine writes its own ``results.json`` first; a kill before the runner
+        completes it leaves a row without ``fingerprint``, and the run is resumed to redo it.)"""
         try:
             results = json.loads(paths.results.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        if "fingerprint" not in results:
+            return None
         return results if results.get("status") in ("finished", "diverged") else None
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files of atomic writes that a kill interrupted (never the files themselves)."""
+        for tmp in self.root.rglob(".*.tmp"):
+            if "archive" not in tmp.relative_to(self.root).parts:
+                tmp.unlink(missing_ok=True)
 
     def prepare(self, runs: list[RunSpec], *, resume: bool = False, fresh: bool = False) -> None:
         """Check earlier results against ``runs`` and make the folders; see the module doc."""
@@ -122,6 +132,8 @@ class ExperimentDir:
                 f"({names}). Rerun with --resume to continue them under the new configuration, with --fresh "
                 "to move them to archive/ and start again, or choose another --out folder."
             )
+        if self.root.is_dir():
+            self.remove_stale_temporaries()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             for run in runs:

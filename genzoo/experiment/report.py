@@ -49,9 +49,11 @@ def collect_results(exp_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(exp_dir.glob("runs/*/seed*/results.json")):
         try:
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            continue  # a run being written; the next report picks it up
+            continue
+        if "run" in row:  # rows the runner completed (not the engine's own, before it does)
+            rows.append(row)
     return rows
 
 
