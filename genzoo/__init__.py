@@ -43,7 +43,7 @@ from genzoo.interfaces import (
     Regularizer,
     TrainProgress,
 )
-from genzoo.registry import Entry, PluginInfo, Registry
+from genzoo.registry import Entry, PluginInfo, Registry, register_modules
 from genzoo.spec import ComponentSpec
 
 try:
@@ -101,5 +101,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_components",
+    "register_modules",
     "reset_host",
 ]

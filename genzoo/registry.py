@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +195,20 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def register_modules(registry: Registry, package: str, modules: Iterable[str]) -> None:
+    """Import ``package.<name>`` for each of ``modules`` and call its ``register(registry)``.
+
+    The pattern of the built-in plugins, one module per component: a plugin's
+    ``genzoo_register`` hook can be this single call.
+    """
+    for name in modules:
+        module = importlib.import_module(f"{package}.{name}")
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise RegistryError(f"{module.__name__} has no register(registry) function to call")
+        register(registry)
 
 
 class _PluginScope:

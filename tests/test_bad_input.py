@@ -4,13 +4,12 @@ and what was expected, and no traceback (unless --debug). See docs/reliability.m
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,17 +55,8 @@ variants:
 
 
 def cli(*args, cwd, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), env.get("PYTHONPATH", "")]))
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "genzoo.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # the experiment folder is on PYTHONPATH, so that experiment plugins written there import
+    return run_cli(*args, cwd=cwd, pythonpath=cwd, env_extra=env_extra, timeout=300)
 
 
 def write_experiment(tmp_path: Path, text: str = EXPERIMENT) -> Path:

@@ -8,24 +8,14 @@ import sys
 import textwrap
 
 import pytest
+from cli_helpers import run_cli
 from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 import genzoo
 
 
 def genzoo_cli(*args, cwd, env_extra=None, pythonpath=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_")}
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "genzoo.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, cwd=cwd, env_extra=env_extra, pythonpath=pythonpath, timeout=120)
 
 
 def test_version_and_help(tmp_path):

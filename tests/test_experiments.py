@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 import genzoo
 from genzoo.experiment.runner import check_compositions
@@ -48,15 +46,7 @@ def test_every_file_has_a_quick_profile():
 
 
 def cli(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_")}
-    return subprocess.run(
-        [sys.executable, "-m", "genzoo.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 def test_quickstart_smoke_writes_the_report(tmp_path):

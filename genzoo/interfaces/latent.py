@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass
 
 import torch
+from einops import reduce
 from torch import nn
 
 
@@ -29,6 +30,28 @@ class LatentOutput:
     log_q: torch.Tensor
     log_p: torch.Tensor
     q_mean: torch.Tensor
+
+    @classmethod
+    def from_elementwise(
+        cls,
+        z: torch.Tensor,
+        *,
+        kl: torch.Tensor,
+        log_q: torch.Tensor,
+        log_p: torch.Tensor,
+        q_mean: torch.Tensor,
+    ) -> LatentOutput:
+        """Build from elementwise ``(B, C, H, W)`` KL and log-densities, summing them over
+        space (``kl_per_channel``) and over everything but the batch (the rest)."""
+        kl_per_channel = reduce(kl, "b c h w -> b c", "sum")
+        return cls(
+            z=z,
+            kl=kl_per_channel.sum(1),
+            kl_per_channel=kl_per_channel,
+            log_q=reduce(log_q, "b c h w -> b", "sum"),
+            log_p=reduce(log_p, "b c h w -> b", "sum"),
+            q_mean=q_mean,
+        )
 
 
 class LatentGroup(nn.Module, abc.ABC):

@@ -7,8 +7,6 @@ One module per component; each exposes ``register(registry)``, and this plugin's
 
 from __future__ import annotations
 
-import importlib
-
 import genzoo
 
 GENZOO_PLUGIN_API = 1
@@ -24,5 +22,4 @@ COMPONENT_MODULES = (
 
 @genzoo.hookimpl
 def genzoo_register(registry: genzoo.Registry) -> None:
-    for name in COMPONENT_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(registry)
+    genzoo.register_modules(registry, __name__, COMPONENT_MODULES)

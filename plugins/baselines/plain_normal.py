@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import reduce
 from torch import nn
 
 import genzoo
@@ -45,13 +44,11 @@ class PlainNormal(LatentGroup):
         posterior = _normal(self.encoder_params(enc_feature))
         prior = self._prior(dec_state, posterior.mu)
         z = posterior.sample()
-        kl_per_channel = reduce(posterior.kl(prior), "b c h w -> b c", "sum")
-        return LatentOutput(
-            z=z,
-            kl=kl_per_channel.sum(1),
-            kl_per_channel=kl_per_channel,
-            log_q=reduce(posterior.log_prob(z), "b c h w -> b", "sum"),
-            log_p=reduce(prior.log_prob(z), "b c h w -> b", "sum"),
+        return LatentOutput.from_elementwise(
+            z,
+            kl=posterior.kl(prior),
+            log_q=posterior.log_prob(z),
+            log_p=prior.log_prob(z),
             q_mean=posterior.mean,
         )
 

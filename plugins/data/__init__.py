@@ -8,8 +8,6 @@ plugin's ``genzoo_register`` hook calls them in turn.
 
 from __future__ import annotations
 
-import importlib
-
 import genzoo
 
 GENZOO_PLUGIN_API = 1
@@ -27,5 +25,4 @@ COMPONENT_MODULES = (
 
 @genzoo.hookimpl
 def genzoo_register(registry: genzoo.Registry) -> None:
-    for name in COMPONENT_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(registry)
+    genzoo.register_modules(registry, __name__, COMPONENT_MODULES)

@@ -6,8 +6,6 @@ One module per idea of the paper; each exposes ``register(registry)``, and this 
 
 from __future__ import annotations
 
-import importlib
-
 import genzoo
 
 GENZOO_PLUGIN_API = 1
@@ -26,5 +24,4 @@ COMPONENT_MODULES = (
 
 @genzoo.hookimpl
 def genzoo_register(registry: genzoo.Registry) -> None:
-    for name in COMPONENT_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(registry)
+    genzoo.register_modules(registry, __name__, COMPONENT_MODULES)

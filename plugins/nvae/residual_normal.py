@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import reduce
 from torch import nn
 
 import genzoo
@@ -35,10 +34,6 @@ def soft_clamp(x: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
 def nvae_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> DiagonalNormal:
     """NVAE's parameterization: soft-clamped mu and log-sigma, sigma = exp(log_sigma) + 1e-2."""
     return DiagonalNormal(soft_clamp(mu), torch.exp(soft_clamp(log_sigma)) + SIGMA_FLOOR)
-
-
-def _per_example(x: torch.Tensor) -> torch.Tensor:
-    return reduce(x, "b c h w -> b", "sum")
 
 
 class ResidualNormal(LatentGroup):
@@ -93,16 +88,8 @@ class ResidualNormal(LatentGroup):
             z, log_det = flow(z, enc_feature)
             log_q = log_q - log_det
         log_p = prior.log_prob(z)
-        kl_elem = log_q - log_p if self.num_flows else posterior.kl(prior)
-        kl_per_channel = reduce(kl_elem, "b c h w -> b c", "sum")
-        return LatentOutput(
-            z=z,
-            kl=kl_per_channel.sum(1),
-            kl_per_channel=kl_per_channel,
-            log_q=_per_example(log_q),
-            log_p=_per_example(log_p),
-            q_mean=posterior.mean,
-        )
+        kl = log_q - log_p if self.num_flows else posterior.kl(prior)
+        return LatentOutput.from_elementwise(z, kl=kl, log_q=log_q, log_p=log_p, q_mean=posterior.mean)
 
     def sample(
         self,
