@@ -16,8 +16,14 @@ from genzoo.interfaces import Cell, GateLayer
 
 
 class ConvResidualCell(Cell):
-    """(BN -> Swish -> 3x3 conv) x 2 -> gate; skip: identity, or a 1x1 conv (stride 2 when
-    down, after nearest x2 when up) when the shape changes.
+    """``skip(x) + gate(conv2(swish(bn2(conv1(swish(bn1(x)))))))``: the standard residual sum,
+    with no 0.1 factor on the branch.
+
+    Plain ``nn.Conv2d`` layers with bias (no weight normalization) and PyTorch's default
+    BatchNorm. Skip: identity, or a 1x1 conv (with bias) when the shape changes: stride 2 when
+    ``resample="down"`` (the first conv then has stride 2 too); when ``resample="up"`` the input
+    is upsampled (nearest x2) first, for the branch and the skip alike (computed in the cheaper
+    order that gives the same result).
 
     ``expansion`` is accepted so that the cell drops in where a decoder cell is expected; a
     standard cell has no expansion and ignores it.
@@ -46,11 +52,15 @@ class ConvResidualCell(Cell):
         self.skip = nn.Conv2d(in_chs, out_chs, 1, stride=stride) if needs_projection else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.bn1(x))
+        skip = self.skip(x)
         if self.resample == "up":
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        h = self.conv1(F.silu(self.bn1(x)))
-        h = self.conv2(F.silu(self.bn2(h)))
-        return self.skip(x) + self.gate(h)
+            # Nearest upsampling commutes with BN (same batch statistics), Swish and a 1x1 conv,
+            # so those run at the low resolution: the result of "upsample first", 4x cheaper.
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            skip = F.interpolate(skip, scale_factor=2, mode="nearest")
+        h = self.conv2(F.silu(self.bn2(self.conv1(h))))
+        return skip + self.gate(h)
 
 
 def register(registry: genzoo.Registry) -> None:

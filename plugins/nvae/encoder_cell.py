@@ -15,16 +15,20 @@ from genzoo_plugins.nvae.skip import make_skip
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 BN_EPS = 1e-5
-BN_MOMENTUM = 0.05  # official neural_operations.py
+BN_MOMENTUM = 0.05  # official neural_operations.py (PyTorch convention: weight of the new batch)
 RESIDUAL_SCALE = 0.1
 
 
 class ResidualCell(Cell):
-    """(BN -> Swish -> 3x3 conv) x 2 -> gate, plus the skip path.
+    """``skip(x) + 0.1 * gate(conv2(swish(bn2(conv1(swish(bn1(x)))))))`` (official ``Cell`` with
+    ``res_bnswish`` x 2).
 
+    The convs are weight-normalized with bias; BatchNorm uses eps 1e-5 and momentum 0.05.
     ``resample="down"``: the first conv has stride 2 (channels usually double), skip by
-    factorized reduction. ``resample="up"``: nearest x2 upsampling before the first conv, skip
-    by bilinear x2 + 1x1 conv (not used by NVAE's encoder, but makes the cell a drop-in).
+    factorized reduction. ``resample="up"``: nearest x2 upsampling between the first Swish and
+    the first conv, as the official ``BNSwishConv`` does (the same as upsampling first, at a
+    quarter of the BN and Swish work), skip by bilinear x2 + 1x1 conv; NVAE's encoder never
+    upsamples, but this makes the cell a drop-in anywhere.
     """
 
     def __init__(

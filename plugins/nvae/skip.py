@@ -14,28 +14,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genzoo.interfaces import RESAMPLE_MODES
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 
 class FactorizedReduce(nn.Module):
-    """Halves the resolution without dropping pixels; ``out_chs`` is split over four convs."""
+    """Maps ``(B, in_chs, H, W)`` (H, W even) to ``(B, out_chs, H / 2, W / 2)`` without dropping
+    pixels: ``cat([conv_i(swish(x) shifted by s_i)])`` over the four shifts.
+
+    The convs (1x1, stride 2, with bias, weight-normalized) get ``out_chs // 4`` channels each
+    and the last one the remainder, as in the official code. With fewer than 4 output channels
+    (which the official code does not allow) the first ``out_chs`` shifts get one channel each.
+    """
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
-        if out_chs < 4:
-            raise ValueError(f"out_chs={out_chs!r}; a factorized reduction needs at least 4 output channels")
+        if not isinstance(out_chs, int) or out_chs < 1:
+            raise ValueError(f"out_chs={out_chs!r}; expected a positive integer")
         quarter = out_chs // 4
-        widths = (quarter, quarter, quarter, out_chs - 3 * quarter)
+        widths = (quarter, quarter, quarter, out_chs - 3 * quarter) if quarter else (1,) * out_chs
         self.convs = nn.ModuleList(wn_conv2d(in_chs, w, 1, stride=2, padding=0) for w in widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.silu(x)
+        # Row/column shifts (0, 0), (1, 1), (0, 1), (1, 0): views, not copies.
         shifted = (x, x[:, :, 1:, 1:], x[:, :, :, 1:], x[:, :, 1:, :])
         return torch.cat([conv(s) for conv, s in zip(self.convs, shifted)], dim=1)
 
 
 class UpsampleSkip(nn.Module):
-    """Bilinear x2 upsampling, then a 1x1 weight-normalized convolution (no bias, as official)."""
+    """Maps ``(B, in_chs, H, W)`` to ``(B, out_chs, 2H, 2W)``: bilinear x2 upsampling
+    (``align_corners=True``), then a 1x1 weight-normalized convolution (no bias, as official)."""
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
@@ -46,7 +55,14 @@ class UpsampleSkip(nn.Module):
 
 
 def make_skip(in_chs: int, out_chs: int, resample: str) -> nn.Module:
-    """The skip path of a cell with the given channels and resampling."""
+    """The skip path of an NVAE cell mapping ``in_chs`` to ``out_chs`` with ``resample``.
+
+    ``"down"``: :class:`FactorizedReduce`; ``"up"``: :class:`UpsampleSkip`; ``"none"``: identity,
+    or a 1x1 weight-normalized conv without bias when the channel count changes (the official
+    cells never change channels without resampling; this makes them drop-ins anywhere).
+    """
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample={resample!r}; expected one of {RESAMPLE_MODES}")
     if resample == "down":
         return FactorizedReduce(in_chs, out_chs)
     if resample == "up":
