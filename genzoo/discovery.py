@@ -15,6 +15,7 @@ version it was written for as ``GENZOO_PLUGIN_API = 1``; a mismatch is refused a
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.resources
@@ -62,11 +63,17 @@ class PluginHost:
                 f"two plugins are named {info.name!r}: {self.plugins[info.name].describe()} and "
                 f"{info.describe()}"
             )
+        if self.pm.is_registered(plugin):  # the same module reached again under another name
+            return
         self._check_api_version(plugin, info)
         try:
             self.pm.register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:
             raise PluginLoadError(f"plugin {info.describe()} has an invalid hook: {exc}") from exc
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.pm.unregister(plugin)
+            raise PluginLoadError(f"plugin {info.describe()} implements unknown hooks: {'; '.join(unknown)}")
         self.plugins[info.name] = info
         impls = [i for i in self.pm.hook.genzoo_register.get_hookimpls() if i.plugin is plugin]
         with self.registry._registering_as(info):
@@ -79,6 +86,21 @@ class PluginHost:
                     raise PluginLoadError(
                         f"plugin {info.describe()} failed in genzoo_register: {type(exc).__name__}: {exc}"
                     ) from exc
+
+    def _unknown_hooks(self, plugin: Any) -> list[str]:
+        """Hook implementations of ``plugin`` that no hookspec declares (a misspelt hook would
+        otherwise never be called), each with the closest known hook names."""
+        known = [name for name, caller in vars(self.pm.hook).items() if getattr(caller, "spec", None)]
+        found = []
+        for name, caller in vars(self.pm.hook).items():
+            if getattr(caller, "spec", True) is None and any(
+                i.plugin is plugin for i in caller.get_hookimpls()
+            ):
+                close = difflib.get_close_matches(name, known, n=3)
+                found.append(
+                    f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                )
+        return found
 
     def load_module(self, module_name: str, *, source: str = "experiment", name: str | None = None) -> None:
         """Import ``module_name`` and register it as a plugin from ``source``."""

@@ -9,6 +9,18 @@ import torch
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def normal_noise(like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise of ``like``'s shape, dtype and device, drawn in logical (row-major)
+    element order: a seed gives the same noise whatever ``like``'s memory format
+    (``torch.randn_like`` follows the strides, so channels_last would change every sample)."""
+    return torch.randn(like.shape, dtype=like.dtype, device=like.device)
+
+
+def uniform_noise(like: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) noise as :func:`normal_noise`: independent of ``like``'s memory format."""
+    return torch.rand(like.shape, dtype=like.dtype, device=like.device)
+
+
 class DiagonalNormal:
     """N(mu, diag(sigma^2)), elementwise; ``sigma`` must be positive."""
 
@@ -22,7 +34,7 @@ class DiagonalNormal:
 
     def sample(self, temperature: float = 1.0) -> torch.Tensor:
         """A reparameterized sample; ``temperature`` multiplies sigma."""
-        return self.mu + temperature * self.sigma * torch.randn_like(self.mu)
+        return self.mu + temperature * self.sigma * normal_noise(self.mu)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Elementwise log-density."""

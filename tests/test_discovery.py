@@ -116,6 +116,37 @@ def test_experiment_plugin_module_and_custom_registry_file(site_dir, tmp_path):
     assert host.registry.get("gate", "exp.gate").plugin.name == "exp_plugin"
 
 
+def test_the_same_module_reached_twice_is_registered_once(site_dir):
+    """An installed plugin that an experiment file also lists under ``plugins:``."""
+    (site_dir / "twice_plugin.py").write_text(textwrap.dedent(GATE_PLUGIN.format(key="twice.gate")))
+    host = PluginHost()
+    host.load_module("twice_plugin", source="installed", name="twice")
+    host.load_module("twice_plugin")
+    assert list(host.plugins) == ["twice"]
+    assert host.registry.get("gate", "twice.gate").plugin.name == "twice"
+
+
+def test_misspelt_hook_is_refused_with_the_closest_names(site_dir):
+    (site_dir / "typo_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import genzoo
+
+            @genzoo.hookimpl
+            def genzoo_step_ends(step):
+                return None
+            """
+        )
+    )
+    host = PluginHost()
+    with pytest.raises(
+        genzoo.PluginLoadError,
+        match=r"'typo_plugin' .* implements unknown hooks: 'genzoo_step_ends' \(did you mean 'genzoo_step_end'",
+    ):
+        host.load_module("typo_plugin")
+    assert "typo_plugin" not in host.plugins
+
+
 def test_malformed_registry_file_is_named(tmp_path):
     bad = tmp_path / "registry.yaml"
     bad.write_text("plugins:\n  - nvae\n")

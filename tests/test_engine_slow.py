@@ -27,7 +27,7 @@ SMALL_NVAE = dict(
     num_cells_per_group_dec=1,
 )
 MODELS = {
-    "baselines.standard_vae": {},
+    "baselines.standard_vae": {"padding": 2},  # 28 + 2 * 2 = 32, divisible by its 2**3
     "nvae.hierarchy": SMALL_NVAE,
 }
 EVAL = EvalConfig(

@@ -50,7 +50,9 @@ def test_variants_and_ablations_expand_into_runs_per_seed(tmp_path):
     ]  # fmt: skip
     no_se = exp.runs[4]
     assert (no_se.group, no_se.base) == ("ablation", "nvae")
-    assert no_se.hierarchy == genzoo.ComponentSpec("nvae.hierarchy", {"num_channels": 16, "gate": "baselines.none_gate"})
+    assert no_se.hierarchy == genzoo.ComponentSpec(
+        "nvae.hierarchy", {"num_channels": 16, "gate": "baselines.none_gate"}
+    )
     assert exp.runs[6].regularizers["spectral"].key == "baselines.none"
     assert [r.training.seed for r in exp.runs[:2]] == [0, 1], "each run trains with its own seed"
 
@@ -73,7 +75,9 @@ def test_grid_ablation_is_the_cartesian_product(tmp_path):
     grid = [r for r in exp.runs if r.name.startswith("gate=")]
     assert len(grid) == 4
     assert {(r.hierarchy.options["gate"], r.hierarchy.options["latent_group"]) for r in grid} == {
-        (g, l) for g in ("nvae.se", "baselines.none_gate") for l in ("nvae.residual_normal", "baselines.plain_normal")
+        (g, l)
+        for g in ("nvae.se", "baselines.none_gate")
+        for l in ("nvae.residual_normal", "baselines.plain_normal")
     }
 
 
@@ -87,14 +91,26 @@ def test_fingerprint_changes_with_the_config(tmp_path):
 @pytest.mark.parametrize(
     "old, new, match",
     [
-        ("  lr: 0.01", "  lr: -0.01", r"exp.yaml:7:3: training.lr: TrainConfig.lr=-0.01; expected a finite number > 0"),
+        (
+            "  lr: 0.01",
+            "  lr: -0.01",
+            r"exp.yaml:7:3: training.lr: TrainConfig.lr=-0.01; expected a finite number > 0",
+        ),
         ("  lr: 0.01", "  lrr: 0.01", r"exp.yaml:7:3: training.lrr: unknown key 'lrr'; did you mean 'lr'\?"),
         ("  steps: 100", "  steps: many", r"exp.yaml:6:3: training.steps: expected int, got 'many'"),
         ("seeds: [0, 1]", "seeds: [0, 0]", r"exp.yaml:2:1: seeds: seeds repeat"),
         ("name: demo", "name: ../../etc", r"exp.yaml:1:1: name: invalid name '../../etc'"),
         ("  vae:", "  ../escape:", r"variants.../escape: invalid name"),
-        ("  base: nvae", "  base: nvea", r"ablations.base: base 'nvea' is not a variant; known variants: nvae, vae"),
-        ("variants:", "variantz:", r"exp.yaml:8:1: variantz: unknown key 'variantz'; did you mean 'variants'\?"),
+        (
+            "  base: nvae",
+            "  base: nvea",
+            r"ablations.base: base 'nvea' is not a variant; known variants: nvae, vae",
+        ),
+        (
+            "variants:",
+            "variantz:",
+            r"exp.yaml:8:1: variantz: unknown key 'variantz'; did you mean 'variants'\?",
+        ),
         ("    no_se: {hierarchy.gate", "    no_se: {model.gate", r"cannot change 'model.gate'"),
     ],
 )
@@ -105,7 +121,9 @@ def test_mistakes_name_the_file_line_and_key(tmp_path, old, new, match):
 
 
 def test_malformed_yaml_gives_line_and_column(tmp_path):
-    with pytest.raises(genzoo.ConfigError, match=r"exp.yaml:7:5: malformed YAML: expected .,. or .\]., but got .:."):
+    with pytest.raises(
+        genzoo.ConfigError, match=r"exp.yaml:7:5: malformed YAML: expected .,. or .\]., but got .:."
+    ):
         load_experiment(write(tmp_path, BASE.replace("  steps: 100", "  steps: [100")))
 
 

@@ -1,8 +1,13 @@
 """A plain normal latent group: the posterior is parameterized directly from the encoder feature
-(not as a residual of the prior, as NVAE's :mod:`genzoo_plugins.nvae.residual_normal` does); the
-prior comes from the decoder state, or is N(0, I) exactly for the top group. It is what "residual
-normal -> plain normal" swaps in, and the latent of the standard VAE. Sigmas are
-``softplus(x) + 1e-4``: positive and smooth, with a floor against degenerate posteriors.
+(not as a residual of the prior, as NVAE's :mod:`genzoo_plugins.nvae.residual_normal` does, Sec.
+3.2); the prior comes from the decoder state, or is N(0, I) exactly for the top group. It is what
+"residual normal -> plain normal" swaps in, and the latent of the standard VAE.
+
+Same layout as the NVAE group (3x3 conv of the encoder feature; ELU -> 1x1 conv of the decoder
+state), with plain ``nn.Conv2d`` as everywhere in the baselines (no weight normalization).
+Means are not clamped and sigmas are ``softplus(raw) + 1e-4``: softplus grows linearly, so no
+exponent can overflow and NVAE's soft clamp is not needed, and the small floor keeps log-sigma
+and the KL's 1 / sigma_p finite when a raw output is very negative.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class PlainNormal(LatentGroup):
         temperature: float = 1.0,
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
+        if not temperature >= 0:
+            raise ValueError(f"temperature={temperature!r}; expected a number >= 0")
         if self.top:
             if size is None:
                 raise ValueError("the top group needs size=(batch, height, width) to sample")

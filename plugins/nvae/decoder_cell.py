@@ -4,6 +4,13 @@ BN -> 1x1 conv to E x channels -> BN -> Swish -> 5x5 depthwise conv -> BN -> Swi
 back -> BN -> gate; output ``skip(x) + 0.1 * branch(x)``. E is 6 in the decoder and 3 in the
 post-process blocks. As in the official code, these convolutions are plain (no weight norm, no
 bias: each is followed by a BatchNorm).
+
+Speed and memory (benchmarks/README.md): the cell runs in channels_last (depthwise convolutions
+are several times faster so on CPU) and each BN -> [Swish ->] conv is one fused step that keeps
+only its input for backward and recomputes the rest (:mod:`.fused`, the paper's fused BN+Swish):
+two expanded tensors saved per cell instead of six. Both are exact (same results as the plain
+modules up to rounding) and on by default. ``checkpoint=True`` also drops those two and
+recomputes the whole branch in backward: less memory, more time; off by default.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as checkpoint_branch
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
+from genzoo_plugins.nvae.fused import batch_norm, bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 
 
@@ -23,6 +32,14 @@ class SeparableCell(Cell):
 
     ``resample="up"``: nearest x2 upsampling first, skip by bilinear x2 + 1x1 conv.
     ``resample="down"``: stride-2 depthwise conv, skip by factorized reduction (a drop-in).
+
+    :param channels_last: run in ``torch.channels_last`` (the output is channels_last too, so
+        the next cell needs no copy); exact, default on.
+    :param fused: fused BN -> Swish -> conv steps that save only their input (:mod:`.fused`);
+        exact, default on.
+    :param checkpoint: recompute the whole branch in backward (``torch.utils.checkpoint``),
+        saving only the cell input: the least memory, about one more forward pass of time;
+        exact, default off. BatchNorm running statistics are updated once per step.
     """
 
     def __init__(
@@ -34,14 +51,23 @@ class SeparableCell(Cell):
         gate_layer: GateLayer | None = None,
         expansion: int = 6,
         kernel_size: int = 5,
+        channels_last: bool = True,
+        fused: bool = True,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
         if not isinstance(expansion, int) or expansion < 1:
             raise ValueError(f"expansion={expansion!r}; expected a positive integer")
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive integer")
+        for name, value in (("channels_last", channels_last), ("fused", fused), ("checkpoint", checkpoint)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r}; expected true or false")
         hidden = in_chs * expansion
         self.expansion = expansion
+        self.channels_last = channels_last
+        self.fused = fused
+        self.checkpoint = checkpoint
         self.skip = make_skip(in_chs, out_chs, resample)
         self.bn0 = nn.BatchNorm2d(in_chs, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.expand = nn.Conv2d(in_chs, hidden, 1, bias=False)
@@ -56,14 +82,35 @@ class SeparableCell(Cell):
         self.gate = gate_layer(out_chs) if gate_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            # Depthwise convolutions run several times faster in channels_last on CPU (backward
+            # above all); the skip path takes the converted input so that the sum stays in it.
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            passes = []  # the recomputation in backward must not count the batch twice
+
+            def branch(x: torch.Tensor) -> torch.Tensor:
+                passes.append(None)
+                return self.branch(x, update_stats=len(passes) == 1)
+
+            h = checkpoint_branch(branch, x, use_reentrant=False, preserve_rng_state=False)
+        else:
+            h = self.branch(x)
+        return self.skip(x) + RESIDUAL_SCALE * h
+
+    def branch(self, x: torch.Tensor, *, update_stats: bool = True) -> torch.Tensor:
+        """The residual branch, before the 0.1 scale; ``update_stats=False`` leaves BatchNorm
+        running statistics alone (a checkpointed branch recomputed in backward)."""
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
-        h = self.expand(self.bn0(h))
-        h = F.silu(self.bn1(h))
-        # Depthwise convolutions run several times faster in channels_last on CPU (backward
-        # above all); the result is the same convolution (benchmarks/README.md).
-        h = F.silu(self.bn2(self.depthwise(h.contiguous(memory_format=torch.channels_last))))
-        h = self.bn3(self.project(h))
-        return self.skip(x) + RESIDUAL_SCALE * self.gate(h)
+        if self.fused:
+            h = bn_swish_conv(h, self.bn0, self.expand, swish=False, update_stats=update_stats)
+            h = bn_swish_conv(h, self.bn1, self.depthwise, update_stats=update_stats)
+            h = bn_swish_conv(h, self.bn2, self.project, update_stats=update_stats)
+        else:
+            h = self.expand(batch_norm(h, self.bn0, update_stats=update_stats))
+            h = self.depthwise(F.silu(batch_norm(h, self.bn1, update_stats=update_stats)))
+            h = self.project(F.silu(batch_norm(h, self.bn2, update_stats=update_stats)))
+        return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 
 
 def register(registry: genzoo.Registry) -> None:

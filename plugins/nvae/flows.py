@@ -42,7 +42,10 @@ def channel_mask(in_chs: int, out_chs: int, groups: int, zero_diag: bool) -> tor
 def conv_mask(
     kernel_size: int, in_chs: int, out_chs: int, groups: int, zero_diag: bool, mirror: bool
 ) -> torch.Tensor:
-    """Raster-order causal mask ``(out, in // groups, k, k)``, with ``channel_mask`` at the centre."""
+    """Raster-order causal mask ``(out, in // groups, k, k)``, with ``channel_mask`` at the centre;
+    ``mirror`` reverses the spatial order (the channel order at the centre stays, as official)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size={kernel_size!r}; a masked convolution needs an odd size")
     m = kernel_size // 2
     mask = torch.ones(out_chs, in_chs // groups, kernel_size, kernel_size)
     mask[:, :, m:, :] = 0

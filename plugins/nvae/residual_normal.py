@@ -1,15 +1,24 @@
 """NVAE's residual normal latent group (Sec. 3.2, "Residual Normal Distributions").
 
-The prior of group l is N(mu_p, sigma_p) from the decoder state (ELU -> 1x1 conv); the encoder
-predicts a *relative* change (d_mu, d_log_sigma) from its feature (3x3 conv), and the posterior
-is N(mu_p + d_mu, sigma_p * d_sigma). As in the official code, the sum is taken before the soft
-clamp ``5 tanh(x / 5)`` and sigma = exp(log_sigma) + 1e-2, i.e. the posterior is
-``Normal(mu_p + d_mu, log_sigma_p + d_log_sigma)`` in its parameterization: with a zero residual
-it equals the prior exactly, and its KL is exactly 0. The top group's prior is fixed
-(mu = 0, log_sigma = 0, hence sigma = 1.01 because of the +1e-2).
+The prior of group l is N(mu_p, sigma_p) from the decoder state (ELU -> 1x1 wn-conv); the encoder
+predicts a relative change (d_mu, d_log_sigma) from its feature (3x3 wn-conv). The paper writes
+the posterior as N(mu_p + d_mu, sigma_p * d_sigma). What is implemented is the official code's
+form (``Normal(mu_p + mu_q, log_sig_p + log_sig_q)``): the *raw* parameters are added, then
+NVAE's normal applies its soft clamp and floor to the sums,
+
+    mu_q    = 5 tanh((mu_p_raw + d_mu) / 5)
+    sigma_q = exp(5 tanh((log_sigma_p_raw + d_log_sigma) / 5)) + 1e-2
+
+(and likewise for the prior from its raw parameters alone). This equals the paper's form
+(sigma_p * exp(d_log_sigma)) only where neither the clamp nor the 1e-2 floor is active; it is
+chosen because it is what NVAE's reported numbers were trained with, and because a zero residual
+then gives a posterior identical to the prior (KL exactly 0), which the paper's form would not
+if d_sigma got the same floor (sigma_q = 1.01 sigma_p). The top group's prior is fixed (raw mu = 0, raw log_sigma = 0,
+hence sigma = 1.01 because of the floor) and its posterior reads the encoder only.
 
 KL: closed form per example without flows; with ``num_flows`` posterior flows
-(:mod:`genzoo_plugins.nvae.flows`) the single-sample estimate log q(z) - log p(z), as official.
+(:mod:`genzoo_plugins.nvae.flows`, also on the top group, as official) the single-sample
+estimate log q(z) - log p(z) of the flowed sample, as official.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from torch import nn
 import genzoo
 from genzoo.distributions import DiagonalNormal
 from genzoo.interfaces import LatentGroup, LatentOutput
+from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 SIGMA_FLOOR = 1e-2
@@ -37,7 +47,12 @@ def nvae_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> DiagonalNormal:
 
 
 class ResidualNormal(LatentGroup):
-    """One group of NVAE latents; see the module docstring."""
+    """One group of NVAE latents (see the module docstring).
+
+    ``num_flows`` pairs of autoregressive flow cells (0: none, the closed-form KL; official
+    ``--num_nf``); ``flow_expansion`` is their hidden-channel multiplier (official 6).
+    ``sample`` multiplies the prior's sigma (floor included) by the temperature, as official.
+    """
 
     def __init__(
         self,
@@ -50,20 +65,16 @@ class ResidualNormal(LatentGroup):
         flow_expansion: int = 6,
     ) -> None:
         super().__init__(enc_chs=enc_chs, dec_chs=dec_chs, latent_chs=latent_chs, top=top)
-        if not isinstance(num_flows, int) or num_flows < 0:
+        if not isinstance(num_flows, int) or isinstance(num_flows, bool) or num_flows < 0:
             raise ValueError(f"num_flows={num_flows!r}; expected an integer >= 0")
+        if not isinstance(flow_expansion, int) or isinstance(flow_expansion, bool) or flow_expansion < 1:
+            raise ValueError(f"flow_expansion={flow_expansion!r}; expected a positive integer")
         self.encoder_params = wn_conv2d(enc_chs, 2 * latent_chs, 3)
         self.prior_params = None if top else wn_conv2d(dec_chs, 2 * latent_chs, 1)
         self.num_flows = num_flows
-        if num_flows:
-            from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
-
-            self.flows = nn.ModuleList(
-                PairedAutoregressiveFlow(latent_chs, enc_chs, expansion=flow_expansion)
-                for _ in range(num_flows)
-            )
-        else:
-            self.flows = nn.ModuleList()
+        self.flows = nn.ModuleList(
+            PairedAutoregressiveFlow(latent_chs, enc_chs, expansion=flow_expansion) for _ in range(num_flows)
+        )
 
     def _prior_params(
         self, dec_state: torch.Tensor | None, like: torch.Tensor
@@ -98,6 +109,8 @@ class ResidualNormal(LatentGroup):
         temperature: float = 1.0,
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
+        if not temperature >= 0:
+            raise ValueError(f"temperature={temperature!r}; expected a number >= 0")
         if self.top:
             if size is None:
                 raise ValueError("the top group needs size=(batch, height, width) to sample")
@@ -112,7 +125,7 @@ class ResidualNormal(LatentGroup):
 def register(registry: genzoo.Registry) -> None:
     registry.add(
         "latent_group", "nvae.residual_normal", ResidualNormal,
-        description="NVAE residual normal: posterior relative to the prior, closed-form KL",
+        description="NVAE residual normal: posterior relative to the prior, optional AR flows",
     )  # fmt: skip
 
 

@@ -1,0 +1,204 @@
+"""The fast paths of NVAE's decoder cell give the naive reference's results (fp32, 1e-5).
+
+The reference is ``benchmarks/naive_cells.py``: the same math as a plain ``nn.Sequential`` in
+NCHW with separate BatchNorm and Swish modules. Each test gives both the same weights and the
+same input and compares outputs, the gradients of the input and of every parameter, and the
+BatchNorm running statistics the step leaves behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genzoo_plugins.nvae import fused
+from genzoo_plugins.nvae.decoder_cell import SeparableCell
+from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
+from genzoo_plugins.nvae.se import SqueezeExcitation
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from naive_cells import NaiveSeparableCell, naive_model  # noqa: E402
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each test on the CPU, and on CUDA where there is one, in true fp32 (no TF32 in cuDNN or
+    cuBLAS, which would round inputs to 10-bit mantissas)."""
+    if request.param == "cuda":
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        yield torch.device("cuda")
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    else:
+        yield torch.device("cpu")
+
+
+FAST_OPTIONS = [
+    dict(channels_last=True, fused=True, checkpoint=False),  # the default
+    dict(channels_last=False, fused=True, checkpoint=False),
+    dict(channels_last=True, fused=False, checkpoint=False),
+    dict(channels_last=True, fused=True, checkpoint=True),
+    dict(channels_last=False, fused=False, checkpoint=True),
+]
+
+
+def _ids(options: dict) -> str:
+    return "-".join(name for name, on in options.items() if on) or "plain"
+
+
+def _perturb_bn(module: torch.nn.Module) -> None:
+    """Non-trivial BatchNorm affine parameters and running statistics (fresh ones are 1 and 0,
+    which would hide a scale or shift applied in the wrong place)."""
+    generator = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=generator))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=generator))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=generator))
+
+
+def _step(module: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor):
+    x = x.clone().requires_grad_()
+    y = module(x)
+    y.backward(cotangent)
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    return y.detach(), x.grad, grads
+
+
+def _assert_same_buffers(fast: torch.nn.Module, naive: torch.nn.Module) -> None:
+    fast_bn = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    naive_bn = [m for m in naive.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(fast_bn) == len(naive_bn) > 0
+    for a, b in zip(fast_bn, naive_bn):
+        torch.testing.assert_close(a.running_mean, b.running_mean, **TOL)
+        torch.testing.assert_close(a.running_var, b.running_var, **TOL)
+        assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
+
+
+def _same_grads(fast: torch.nn.Module, naive: torch.nn.Module, fast_grads: dict, naive_grads: dict) -> None:
+    """Compare parameter gradients by value order (the two modules name their parts differently
+    but hold them in the same order)."""
+    assert len(fast_grads) == len(naive_grads)
+    for (name, a), b in zip(fast_grads.items(), naive_grads.values()):
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("options", FAST_OPTIONS, ids=_ids)
+@pytest.mark.parametrize("resample", ["none", "up", "down"])
+def test_decoder_cell_fast_paths_match_the_naive_reference(options, resample, device):
+    torch.manual_seed(0)
+    in_chs, out_chs = (8, 8) if resample == "none" else ((8, 4) if resample == "up" else (8, 16))
+    fast = SeparableCell(in_chs, out_chs, resample=resample, gate_layer=SqueezeExcitation, **options)
+    _perturb_bn(fast)
+    fast.to(device)
+    naive = NaiveSeparableCell.from_cell(fast)
+    x = torch.randn(4, in_chs, 12, 12).to(device)
+    size = {"none": 12, "up": 24, "down": 6}[resample]
+    cotangent = torch.randn(4, out_chs, size, size).to(device)
+
+    y_fast, gx_fast, g_fast = _step(fast.train(), x, cotangent)
+    y_naive, gx_naive, g_naive = _step(naive.train(), x, cotangent)
+    torch.testing.assert_close(y_fast, y_naive, **TOL)
+    torch.testing.assert_close(gx_fast, gx_naive, **TOL)
+    _same_grads(fast, naive, g_fast, g_naive)
+    _assert_same_buffers(fast, naive)  # a checkpointed branch counts the batch once
+
+    with torch.no_grad():  # evaluation mode: running statistics, no fused kernel
+        torch.testing.assert_close(fast.eval()(x), naive.eval()(x), **TOL)
+
+
+def test_the_fast_paths_are_the_defaults():
+    cell = SeparableCell(8, 8)
+    assert (cell.channels_last, cell.fused, cell.checkpoint) == (True, True, False)
+
+
+def test_fused_step_saves_only_its_input():
+    """The reason for the fused step: autograd keeps the BatchNorm input (plus per-channel
+    statistics), not the normalized tensor and its Swish."""
+    torch.manual_seed(0)
+    bn, conv = torch.nn.BatchNorm2d(6), torch.nn.Conv2d(6, 6, 5, padding=2, groups=6, bias=False)
+    x = torch.randn(2, 6, 8, 8, requires_grad=True)
+    large = []
+
+    def pack(t):
+        if t.numel() >= x.numel():
+            large.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fused.bn_swish_conv(x, bn, conv)
+    assert len(large) == 1 and large[0] is x
+    large.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        conv(torch.nn.functional.silu(bn(x)))
+    assert len(large) >= 2  # the unfused modules keep the BN output and the Swish output
+
+
+def test_fused_path_steps_aside_where_it_would_not_be_exact():
+    x = torch.randn(2, 4, 6, 6)
+    bn, conv = torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 4, 3, padding=1)
+    assert fused.can_fuse(x, bn, conv)
+    assert not fused.can_fuse(x, bn.eval(), conv)  # running statistics: the modules run
+    bn.train()
+    assert not fused.can_fuse(x.double(), bn, conv)  # mixed dtypes
+    assert not fused.can_fuse(x, bn, torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.can_fuse(x, bn, conv)
+
+
+def test_fused_step_gradients_against_finite_differences():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).double()
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3).double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+
+    def f(x, *params):
+        return fused.bn_swish_conv(x, bn, conv, update_stats=False)
+
+    assert torch.autograd.gradcheck(f, (x, bn.weight, bn.bias, conv.weight, conv.bias))
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_whole_nvae_training_step_matches_the_naive_model(checkpoint, device):
+    """The default model against the same model built from the naive cells: loss, every
+    parameter gradient, and the BatchNorm statistics after one step."""
+    torch.manual_seed(0)
+    options = dict(
+        image_shape=(3, 16, 16),
+        num_channels=8,
+        num_latent_scales=2,
+        num_groups_per_scale=2,
+        latent_chs=4,
+        num_preprocess_blocks=1,
+        num_postprocess_blocks=1,
+    )
+    if checkpoint:
+        options["decoder_cell"] = {"key": "nvae.separable_cell", "checkpoint": True}
+        options["postprocess_cell"] = {"key": "nvae.separable_cell", "checkpoint": True}
+    model = NVAEHierarchy(**options)
+    _perturb_bn(model)
+    model.to(device)
+    naive = naive_model(model)
+    assert any(isinstance(m, NaiveSeparableCell) for m in naive.modules())
+    x = (torch.randint(0, 256, (4, 3, 16, 16)).float() / 255).to(device)
+
+    def loss_of(m):
+        torch.manual_seed(2)  # the same reparameterization noise for both
+        out = m.train()(x)
+        loss = (torch.stack(out.kl, dim=1).sum(1) - out.log_px).mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in m.named_parameters()}
+
+    loss_fast, grads_fast = loss_of(model)
+    loss_naive, grads_naive = loss_of(naive)
+    torch.testing.assert_close(loss_fast, loss_naive, **TOL)
+    _same_grads(model, naive, grads_fast, grads_naive)
+    _assert_same_buffers(model, naive)
