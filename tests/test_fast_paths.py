@@ -1,4 +1,4 @@
-"""The fast paths of NVAE's decoder cell give the naive reference's results (fp32, 1e-5).
+"""The fast paths of NVAE's decoder cell give the naive reference's results (fp32 to 1e-5, fp64 to 1e-9).
 
 The reference is ``benchmarks/naive_cells.py``: the same math as a plain ``nn.Sequential`` in
 NCHW with separate BatchNorm and Swish modules. Each test gives both the same weights and the
@@ -73,46 +73,63 @@ def _step(module: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor):
     return y.detach(), x.grad, grads
 
 
-def _assert_same_buffers(fast: torch.nn.Module, naive: torch.nn.Module) -> None:
+def _assert_same_buffers(fast: torch.nn.Module, naive: torch.nn.Module, tol: dict) -> None:
     fast_bn = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     naive_bn = [m for m in naive.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(fast_bn) == len(naive_bn) > 0
     for a, b in zip(fast_bn, naive_bn):
-        torch.testing.assert_close(a.running_mean, b.running_mean, **TOL)
-        torch.testing.assert_close(a.running_var, b.running_var, **TOL)
+        torch.testing.assert_close(a.running_mean, b.running_mean, **tol)
+        torch.testing.assert_close(a.running_var, b.running_var, **tol)
         assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
 
 
-def _same_grads(fast: torch.nn.Module, naive: torch.nn.Module, fast_grads: dict, naive_grads: dict) -> None:
-    """Compare parameter gradients by value order (the two modules name their parts differently
-    but hold them in the same order)."""
+def _same_grads(fast_grads: dict, naive_grads: dict, *, dtype: torch.dtype = torch.float32) -> None:
+    """The parameter gradients agree: in float64 elementwise to 1e-9; in float32 as one vector,
+    ||fast - naive|| <= 1e-5 ||naive||. (A weight or bias gradient is a sum over the batch and
+    every pixel, so its float32 rounding depends on the summation order, which the memory format
+    and the thread split change; elementwise 1e-5 sits at that noise floor for gradients of size
+    one, and a gradient that is zero in exact arithmetic, such as a BatchNorm bias followed by
+    another BatchNorm, is pure rounding noise.) The two modules name their parts differently but
+    hold them in the same order."""
     assert len(fast_grads) == len(naive_grads)
-    for (name, a), b in zip(fast_grads.items(), naive_grads.values()):
-        torch.testing.assert_close(a, b, **TOL, msg=lambda m, name=name: f"grad of {name}: {m}")
+    pairs = list(zip(fast_grads.items(), naive_grads.values()))
+    if dtype == torch.float64:
+        for (name, a), b in pairs:
+            torch.testing.assert_close(
+                a, b, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"grad of {name}: {m}"
+            )
+        return
+    a = torch.cat([g.flatten() for (_, g), _ in pairs])
+    b = torch.cat([g.flatten() for _, g in pairs])
+    worst = max(pairs, key=lambda p: (p[0][1] - p[1]).abs().max().item())[0][0]
+    error = ((a - b).norm() / b.norm()).item()
+    assert error <= 1e-5, f"parameter gradients differ by {error:.2e} (relative norm); worst: {worst}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("options", FAST_OPTIONS, ids=_ids)
 @pytest.mark.parametrize("resample", ["none", "up", "down"])
-def test_decoder_cell_fast_paths_match_the_naive_reference(options, resample, device):
+def test_decoder_cell_fast_paths_match_the_naive_reference(options, resample, device, dtype):
     torch.manual_seed(0)
     in_chs, out_chs = (8, 8) if resample == "none" else ((8, 4) if resample == "up" else (8, 16))
     fast = SeparableCell(in_chs, out_chs, resample=resample, gate_layer=SqueezeExcitation, **options)
     _perturb_bn(fast)
-    fast.to(device)
+    fast.to(device, dtype)
     naive = NaiveSeparableCell.from_cell(fast)
-    x = torch.randn(4, in_chs, 12, 12).to(device)
+    x = torch.randn(4, in_chs, 12, 12).to(device, dtype)
     size = {"none": 12, "up": 24, "down": 6}[resample]
-    cotangent = torch.randn(4, out_chs, size, size).to(device)
+    cotangent = torch.randn(4, out_chs, size, size).to(device, dtype)
+    tol = TOL if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
 
     y_fast, gx_fast, g_fast = _step(fast.train(), x, cotangent)
     y_naive, gx_naive, g_naive = _step(naive.train(), x, cotangent)
-    torch.testing.assert_close(y_fast, y_naive, **TOL)
-    torch.testing.assert_close(gx_fast, gx_naive, **TOL)
-    _same_grads(fast, naive, g_fast, g_naive)
-    _assert_same_buffers(fast, naive)  # a checkpointed branch counts the batch once
+    torch.testing.assert_close(y_fast, y_naive, **tol)
+    torch.testing.assert_close(gx_fast, gx_naive, **tol)
+    _same_grads(g_fast, g_naive, dtype=dtype)
+    _assert_same_buffers(fast, naive, tol)  # a checkpointed branch counts the batch once
 
     with torch.no_grad():  # evaluation mode: running statistics, no fused kernel
-        torch.testing.assert_close(fast.eval()(x), naive.eval()(x), **TOL)
+        torch.testing.assert_close(fast.eval()(x), naive.eval()(x), **tol)
 
 
 def test_the_fast_paths_are_the_defaults():
@@ -200,5 +217,5 @@ def test_whole_nvae_training_step_matches_the_naive_model(checkpoint, device):
     loss_fast, grads_fast = loss_of(model)
     loss_naive, grads_naive = loss_of(naive)
     torch.testing.assert_close(loss_fast, loss_naive, **TOL)
-    _same_grads(model, naive, grads_fast, grads_naive)
-    _assert_same_buffers(model, naive)
+    _same_grads(grads_fast, grads_naive)
+    _assert_same_buffers(model, naive, TOL)
