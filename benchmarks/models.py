@@ -41,9 +41,16 @@ def cifar_options(*, groups: int = 10, size: int = 32) -> dict[str, Any]:
     }
 
 
-VARIANTS = ("naive cells (NCHW)", "default", "default + checkpoint=True", "default + channels_last model")
-"""``naive``: every separable cell replaced by benchmarks' naive twin; ``default``: the package's
-cells as they are; ``checkpoint``: decoder and post-process cells with ``checkpoint: true``;
+VARIANTS = (
+    "naive cells (NCHW)",
+    "fused=False (channels_last only)",
+    "default",
+    "default + checkpoint=True",
+    "default + channels_last model",
+)
+"""``naive``: every separable cell replaced by benchmarks' naive twin; ``fused=False``: the
+package's cells without the fused BN -> Swish -> conv steps; ``default``: the package's cells as
+they are; ``checkpoint``: decoder and post-process cells with ``checkpoint: true``;
 ``channels_last model``: the trainer's ``channels_last: true`` (model and batch in
 channels_last, so the encoder cells run in it too)."""
 
@@ -55,6 +62,9 @@ def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAE
     if variant == "default + checkpoint=True":
         for key in ("decoder_cell", "postprocess_cell"):
             options[key] = {"key": SEPARABLE, "checkpoint": True}
+    if variant == "fused=False (channels_last only)":
+        for key in ("decoder_cell", "postprocess_cell"):
+            options[key] = {"key": SEPARABLE, "fused": False}
     torch.manual_seed(seed)
     model = NVAEHierarchy(**options)
     if variant == "naive cells (NCHW)":
