@@ -403,3 +403,17 @@ def test_gradients_stay_finite_for_extreme_parameters(registry):
     out.kl.sum().backward()
     assert torch.isfinite(out.kl).all()
     assert all(torch.isfinite(p.grad).all() for p in group.parameters())
+
+
+def test_noise_does_not_depend_on_the_memory_format():
+    """The same seed gives the same sample for a channels_last and a contiguous tensor
+    (``torch.randn_like`` would follow the strides and scramble the noise)."""
+    mu = torch.randn(2, 3, 4, 5)
+    sigma = torch.rand(2, 3, 4, 5) + 0.5
+    torch.manual_seed(7)
+    plain = DiagonalNormal(mu, sigma).sample()
+    torch.manual_seed(7)
+    cl = DiagonalNormal(
+        mu.contiguous(memory_format=torch.channels_last), sigma.contiguous(memory_format=torch.channels_last)
+    ).sample()
+    assert torch.equal(plain, cl)

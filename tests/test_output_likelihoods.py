@@ -453,3 +453,16 @@ def test_negative_temperature_is_refused(registry, key):
     lik = registry.create("likelihood", key, image_chs=1, num_bits=1)
     with pytest.raises(ValueError, match="temperature"):
         lik.sample(torch.zeros(1, lik.param_chs, 2, 2), -1.0)
+
+
+@pytest.mark.parametrize("key", ["nvae.discretized_mix_logistic", "nvae.bernoulli"])
+def test_samples_do_not_depend_on_the_memory_format(registry, key):
+    """The same seed gives the same image for channels_last and contiguous parameters."""
+    options = {"num_bits": 8} if key != "nvae.bernoulli" else {}
+    lik = registry.create("likelihood", key, image_chs=3, **options)
+    params = torch.randn(2, lik.param_chs, 6, 5)
+    torch.manual_seed(3)
+    plain = lik.sample(params, temperature=1.0)
+    torch.manual_seed(3)
+    cl = lik.sample(params.contiguous(memory_format=torch.channels_last), temperature=1.0)
+    assert torch.equal(plain, cl)
