@@ -9,6 +9,12 @@ import torch
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def check_temperature(temperature: float) -> None:
+    """Refuse a sampling temperature that is not a number >= 0 (0 gives the most likely value)."""
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature!r}; expected a number >= 0")
+
+
 def normal_noise(like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise of ``like``'s shape, dtype and device, drawn in logical (row-major)
     element order: a seed gives the same noise whatever ``like``'s memory format

@@ -102,14 +102,10 @@ class SeparableCell(Cell):
         """The residual branch, before the 0.1 scale; ``update_stats=False`` leaves BatchNorm
         running statistics alone (a checkpointed branch recomputed in backward)."""
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
-        if self.fused:
-            h = bn_swish_conv(h, self.bn0, self.expand, swish=False, update_stats=update_stats)
-            h = bn_swish_conv(h, self.bn1, self.depthwise, update_stats=update_stats)
-            h = bn_swish_conv(h, self.bn2, self.project, update_stats=update_stats)
-        else:
-            h = self.expand(batch_norm(h, self.bn0, update_stats=update_stats))
-            h = self.depthwise(F.silu(batch_norm(h, self.bn1, update_stats=update_stats)))
-            h = self.project(F.silu(batch_norm(h, self.bn2, update_stats=update_stats)))
+        step = dict(update_stats=update_stats, fuse=self.fused)
+        h = bn_swish_conv(h, self.bn0, self.expand, swish=False, **step)
+        h = bn_swish_conv(h, self.bn1, self.depthwise, **step)
+        h = bn_swish_conv(h, self.bn2, self.project, **step)
         return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 
 

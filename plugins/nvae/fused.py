@@ -94,17 +94,23 @@ class _BNSwishConv(torch.autograd.Function):
 
 
 def bn_swish_conv(
-    x: torch.Tensor, bn: nn.Module, conv: nn.Module, *, swish: bool = True, update_stats: bool = True
+    x: torch.Tensor,
+    bn: nn.Module,
+    conv: nn.Module,
+    *,
+    swish: bool = True,
+    update_stats: bool = True,
+    fuse: bool = True,
 ) -> torch.Tensor:
     """``conv(silu(bn(x)))`` (``conv(bn(x))`` without ``swish``), keeping only ``x`` for backward
-    when :func:`can_fuse` allows it, else through the modules themselves.
+    when ``fuse`` is on and :func:`can_fuse` allows it, else through the modules themselves.
 
     :param update_stats: update ``bn``'s running statistics (and ``num_batches_tracked``) as
         ``bn(x)`` would; off when a checkpointed forward pass is recomputed, so that the batch
         is counted once.
     """
-    if not can_fuse(x, bn, conv):
-        h = bn(x) if update_stats or not bn.training else _batch_norm_no_update(x, bn)
+    if not (fuse and can_fuse(x, bn, conv)):
+        h = batch_norm(x, bn, update_stats=update_stats)
         return conv(F.silu(h) if swish else h)
     factor = _average_factor(bn, update_stats)
     track = update_stats and bn.track_running_stats

@@ -22,16 +22,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 import genzoo
-from genzoo.distributions import uniform_noise
+from genzoo.distributions import check_temperature, uniform_noise
 from genzoo.interfaces import OutputLikelihood
 
 LOG_SCALE_MIN = -7.0  # official clamp of the logistic log-scales
 SMALL_BIN = 1e-3  # below this bin width in units of the scale, log(1 - e^-t) = log t - t / 2
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature >= 0:
-        raise ValueError(f"temperature={temperature!r}; expected a number >= 0")
 
 
 def _log_one_minus_exp(t: torch.Tensor, log_t: torch.Tensor) -> torch.Tensor:
@@ -149,7 +144,7 @@ class DiscretizedMixLogistic(OutputLikelihood):
         ``logits + t * gumbel`` (the official ``logits / t + gumbel``, with a defined ``t = 0``);
         the logistic noise is multiplied by ``t``; each channel is quantized (the tails go to
         the edge values) before it enters the next channel's mean. ``t = 0`` gives :meth:`mean`."""
-        _check_temperature(temperature)
+        check_temperature(temperature)
         return self._draw(params, temperature)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -179,7 +174,7 @@ class Bernoulli(OutputLikelihood):
 
     def sample(self, params: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Binary pixels with the logits divided by ``t``; ``t = 0`` gives the mode."""
-        _check_temperature(temperature)
+        check_temperature(temperature)
         if temperature == 0:
             return (params > 0).to(params.dtype)
         return (uniform_noise(params) < torch.sigmoid(params / temperature)).to(params.dtype)

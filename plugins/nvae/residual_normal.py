@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import genzoo
-from genzoo.distributions import DiagonalNormal
+from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
 from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
@@ -109,8 +109,7 @@ class ResidualNormal(LatentGroup):
         temperature: float = 1.0,
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
-        if not temperature >= 0:
-            raise ValueError(f"temperature={temperature!r}; expected a number >= 0")
+        check_temperature(temperature)
         if self.top:
             if size is None:
                 raise ValueError("the top group needs size=(batch, height, width) to sample")
