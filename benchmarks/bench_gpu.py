@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 from common import MIB, header, markdown_table
-from models import build, cifar_options, images, quickstart_options
+from models import build, cifar_options, images, quickstart_options, training_step
 
 MODELS = {
     "quickstart": lambda: quickstart_options()[0],
@@ -41,25 +41,13 @@ REFERENCE = "fp32 (reference)"
 
 
 def gpu_step(options: dict, cells: str, batch: int, bf16: bool, channels_last: bool, compile_: bool):
-    """One training step (models.training_step's objective, on CUDA, with the given options)."""
+    """The model and its training step (models.training_step) on CUDA, with the given options."""
     model, _ = build(options, cells)
-    model = model.cuda().train()
-    x = images(batch, options["image_shape"]).cuda()
+    model = model.cuda()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if compile_ else model
-    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3, eps=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            out = forward(x)
-        loss = (torch.stack(out.kl, dim=1).float().sum(1) - out.log_px.float()).mean()
-        loss.backward()
-        optimizer.step()
-
-    return model, step
+    x = images(batch, options["image_shape"]).cuda()
+    return model, training_step(model, x, channels_last, bf16=bf16, compile=compile_)
 
 
 def time_step(step: Callable[[], None], repeats: int, warmup: int) -> tuple[float, int]:

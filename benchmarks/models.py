@@ -76,17 +76,28 @@ def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAE
     return model, False
 
 
-def training_step(model: NVAEHierarchy, batch: torch.Tensor, channels_last: bool) -> Callable[[], None]:
-    """One training step of ``model`` on ``batch`` (a closure; see the module docstring)."""
+def training_step(
+    model: NVAEHierarchy,
+    batch: torch.Tensor,
+    channels_last: bool,
+    *,
+    bf16: bool = False,
+    compile: bool = False,
+) -> Callable[[], None]:
+    """One training step of ``model`` on ``batch`` (a closure; see the module docstring), on
+    their device; ``bf16`` runs the forward pass under bf16 autocast (the objective is summed
+    in fp32), ``compile`` through ``torch.compile``."""
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3, eps=1e-3)
     model.train()
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        out = model(batch)
-        loss = (torch.stack(out.kl, dim=1).sum(1) - out.log_px).mean()
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(batch)
+        loss = (torch.stack(out.kl, dim=1).float().sum(1) - out.log_px.float()).mean()
         loss.backward()
         optimizer.step()
 
