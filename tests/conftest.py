@@ -4,6 +4,7 @@ import importlib
 import sys
 
 import pytest
+from example_plugin import forget_example, install_example
 
 import genzoo
 
@@ -30,3 +31,12 @@ def site_dir(tmp_path, monkeypatch):
         if module is not None and str(getattr(module, "__file__", "") or "").startswith(str(site)):
             del sys.modules[name]
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def example(site_dir, monkeypatch):
+    """The example third-party plugin (``examples/genzoo-plugin-example``), discoverable as an
+    installed distribution for one test; yields its version."""
+    monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV, raising=False)
+    yield install_example(site_dir, monkeypatch)
+    forget_example()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from plugin_fixtures import make_distribution
 
+import genzoo
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DIR = ROOT / "examples" / "genzoo-plugin-example"
 EXAMPLE_SRC = EXAMPLE_DIR / "src"
@@ -41,3 +43,11 @@ def forget_example() -> None:
     """Drop the example's modules from ``sys.modules`` (its monitor keeps per-process state)."""
     for name in [n for n in sys.modules if n == EXAMPLE_MODULE or n.startswith(EXAMPLE_MODULE + ".")]:
         del sys.modules[name]
+
+
+def loaded_host() -> genzoo.PluginHost:
+    """What ``genzoo`` loads at start-up: the built-in plugins, then the installed ones."""
+    host = genzoo.PluginHost()
+    host.load_builtin()
+    host.load_entry_points()
+    return host

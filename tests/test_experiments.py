@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
-from example_plugin import install_example
+from example_plugin import loaded_host
 
 import genzoo
 from genzoo.experiment.runner import check_compositions
@@ -32,15 +32,13 @@ def profiles_of(path: Path) -> list[str | None]:
     [(p, prof) for p in FILES for prof in profiles_of(p)],
     ids=lambda v: v.name if isinstance(v, Path) else str(v),
 )
-def test_every_experiment_file_and_profile_validates(path, profile, site_dir, monkeypatch):
+def test_every_experiment_file_and_profile_validates(path, profile, request):
     experiment = load_experiment(path, profile=profile)
     assert experiment.runs, "an experiment with no runs"
     host = genzoo.get_host()
     if path.name == "plugin_ablation.yaml":  # uses the example third-party plugin's keys
-        install_example(site_dir, monkeypatch)
-        host = genzoo.PluginHost()
-        host.load_builtin()
-        host.load_entry_points()
+        request.getfixturevalue("example")
+        host = loaded_host()
     problems: list[str] = []
     counts = check_compositions(experiment.runs, host, {}, data_problems=problems)
     for problem in problems:  # CIFAR-10 / MNIST are not on every machine; their models are unchecked then

@@ -23,8 +23,7 @@ from example_plugin import (
     EXAMPLE_PLUGIN,
     ROOT,
     example_version,
-    forget_example,
-    install_example,
+    loaded_host,
 )
 
 import genzoo
@@ -34,22 +33,6 @@ from genzoo.experiment.spec import load_experiment
 
 EXPERIMENT = ROOT / "experiments" / "plugin_ablation.yaml"
 MONITOR_COLUMNS = ("vdvae.max_grad_norm", "vdvae.mean_grad_norm", "vdvae.loss_spikes")
-
-
-@pytest.fixture
-def example(site_dir, monkeypatch):
-    """The example plugin, discoverable as an installed distribution; yields its version."""
-    monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV, raising=False)
-    yield install_example(site_dir, monkeypatch)
-    forget_example()
-
-
-def loaded_host() -> genzoo.PluginHost:
-    """What ``genzoo`` loads at start-up: the built-in plugins, then the installed ones."""
-    host = genzoo.PluginHost()
-    host.load_builtin()
-    host.load_entry_points()
-    return host
 
 
 # -- discovery ----------------------------------------------------------------------------------
