@@ -16,6 +16,7 @@ import torch
 import yaml
 from naive_cells import naive_model
 
+from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +48,15 @@ VARIANTS = (
     "default",
     "default + checkpoint=True",
     "default + channels_last model",
+    "separable branches removed (floor)",
 )
 """``naive``: every separable cell replaced by benchmarks' naive twin; ``fused=False``: the
 package's cells without the fused BN -> Swish -> conv steps; ``default``: the package's cells as
 they are; ``checkpoint``: decoder and post-process cells with ``checkpoint: true``;
 ``channels_last model``: the trainer's ``channels_last: true`` (model and batch in
-channels_last, so the encoder cells run in it too)."""
+channels_last, so the encoder cells run in it too); ``floor``: every separable cell reduced to
+its skip path (not the same model: the rest of the step at no cost for the separable cells, so
+naive time / floor time bounds the speedup any separable cell can give the whole step)."""
 
 
 def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAEHierarchy, bool]:
@@ -71,6 +75,12 @@ def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAE
         return naive_model(model), False
     if variant == "default + channels_last model":
         return model.to(memory_format=torch.channels_last), True
+    if variant == "separable branches removed (floor)":
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, SeparableCell):
+                    setattr(parent, name, child.skip)
+        return model, False
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; expected one of {VARIANTS}")
     return model, False

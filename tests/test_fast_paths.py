@@ -61,15 +61,17 @@ def _perturb_bn(module: torch.nn.Module) -> None:
             with torch.no_grad():
                 m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=generator))
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=generator))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=generator))
+                if m.track_running_stats:
+                    m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=generator))
+                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=generator))
 
 
-def _step(module: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor):
+def _step(module, x: torch.Tensor, cotangent: torch.Tensor, owner: torch.nn.Module | None = None):
+    """Forward and backward of ``module`` (a callable when ``owner`` holds the parameters)."""
     x = x.clone().requires_grad_()
     y = module(x)
     y.backward(cotangent)
-    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    grads = {name: p.grad.clone() for name, p in (owner or module).named_parameters()}
     return y.detach(), x.grad, grads
 
 
@@ -150,10 +152,11 @@ def test_fused_step_saves_only_its_input():
             large.append(t)
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fused.bn_swish_conv(x, bn, conv)
-    assert len(large) == 1 and large[0] is x
-    large.clear()
+    for without_bn in (False, True):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fused.swish_conv(x, conv) if without_bn else fused.bn_swish_conv(x, bn, conv)
+        assert len(large) == 1 and large[0] is x
+        large.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         conv(torch.nn.functional.silu(bn(x)))
     assert len(large) >= 2  # the unfused modules keep the BN output and the Swish output
@@ -181,6 +184,119 @@ def test_fused_step_gradients_against_finite_differences():
         return fused.bn_swish_conv(x, bn, conv, update_stats=False)
 
     assert torch.autograd.gradcheck(f, (x, bn.weight, bn.bias, conv.weight, conv.bias))
+
+    def g(x, *params):
+        return fused.swish_conv(x, conv)
+
+    assert torch.autograd.gradcheck(g, (x, conv.weight, conv.bias))
+    before = x.detach().clone()
+    fused.swish_conv(x, conv).sum().backward()  # the Swish never overwrites its input
+    assert torch.equal(x.detach(), before)
+
+
+def _bn_conv_bn(chs: int, hidden: int, *, conv_bias: bool = False, **bn_options):
+    """A perturbed BN -> 1x1 conv -> BN, as the cell's first three layers."""
+    layers = torch.nn.Sequential(
+        torch.nn.BatchNorm2d(chs, **bn_options),
+        torch.nn.Conv2d(chs, hidden, 1, bias=conv_bias),
+        torch.nn.BatchNorm2d(hidden, **bn_options),
+    )
+    _perturb_bn(layers)
+    return layers
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(conv_bias=True),
+        dict(momentum=None),  # a cumulative average: the factor counts num_batches_tracked
+        dict(track_running_stats=False),
+        dict(eps=0.1),
+    ],
+    ids=["plain", "conv-bias", "cumulative", "untracked", "eps"],
+)
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
+def test_folded_expansion_matches_the_modules(options, memory_format, dtype):
+    """bn_conv_bn: output, input and parameter gradients, running statistics and batch counts
+    as from the three modules, two steps in a row (the second starts from updated buffers)."""
+    torch.manual_seed(0)
+    layers = _bn_conv_bn(5, 30, **options).to(dtype)
+    reference = _bn_conv_bn(5, 30, **options).to(dtype)
+    reference.load_state_dict(layers.state_dict())
+    tol = TOL if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
+    for _ in range(2):
+        x = (3.0 + 2.0 * torch.randn(6, 5, 7, 9, dtype=dtype)).to(memory_format=memory_format)
+        assert fused.can_fold(x, *layers)
+        cotangent = torch.randn(6, 30, 7, 9, dtype=dtype)
+        y, gx, grads = _step(lambda x: fused.bn_conv_bn(x, *layers), x, cotangent, layers)
+        y_ref, gx_ref, grads_ref = _step(reference, x, cotangent)
+        torch.testing.assert_close(y, y_ref, **tol)
+        torch.testing.assert_close(gx, gx_ref, **tol)
+        # bn0's bias and the conv bias have zero gradient (bn1 subtracts the shift they add):
+        # exactly zero here, rounding noise from the modules (_same_grads allows for it in fp32)
+        _same_grads(grads, grads_ref, dtype=dtype)
+        assert not grads["0.bias"].any()
+        for a, b in zip(layers.buffers(), reference.buffers()):
+            torch.testing.assert_close(a, b, **tol)
+        for module in (layers, reference):
+            module.zero_grad()
+
+
+def test_folded_expansion_gradients_against_finite_differences():
+    torch.manual_seed(0)
+    bn_in, conv, bn_out = _bn_conv_bn(3, 7, conv_bias=True).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
+
+    def f(x, *params):
+        return fused.bn_conv_bn(x, bn_in, conv, bn_out, update_stats=False)
+
+    params = (bn_in.weight, bn_in.bias, conv.weight, conv.bias, bn_out.weight, bn_out.bias)
+    assert torch.autograd.gradcheck(f, (x, *params))
+    before = [b.clone() for b in (*bn_in.buffers(), *bn_out.buffers())]
+    f(x)
+    assert all(torch.equal(a, b) for a, b in zip(before, (*bn_in.buffers(), *bn_out.buffers())))
+
+
+def test_folded_expansion_saves_no_expanded_tensor():
+    """The fold's point: the expanded output is neither normalized nor kept for backward; what
+    autograd keeps is of the input's size (the input, its centred copy) or per channel."""
+    torch.manual_seed(0)
+    layers = _bn_conv_bn(4, 24)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fused.bn_conv_bn(x, *layers)
+    assert y.numel() == 6 * x.numel()
+    assert max(sizes) == x.numel()
+
+
+def test_fold_steps_aside_where_it_would_not_be_exact():
+    x = torch.randn(2, 4, 6, 6)
+    bn_in, conv, bn_out = _bn_conv_bn(4, 8)
+    assert fused.can_fold(x, bn_in, conv, bn_out)
+    assert not fused.can_fold(x, bn_in, conv, bn_out.eval())  # running statistics
+    bn_out.train()
+    assert not fused.can_fold(x, bn_in, torch.nn.Conv2d(4, 8, 3, padding=1), bn_out)
+    assert not fused.can_fold(x, bn_in, torch.nn.Conv2d(4, 8, 1, stride=2), bn_out)
+    assert not fused.can_fold(x, bn_in, torch.nn.Conv2d(4, 8, 1, groups=2), bn_out)
+    half = [m.to(torch.bfloat16) for m in (bn_in, conv, bn_out)]
+    assert not fused.can_fold(x.to(torch.bfloat16), *half)  # statistics only in fp32 / fp64
+    bn_in, conv, bn_out = (m.float() for m in half)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.can_fold(x, bn_in, conv, bn_out)
+    one = torch.randn(1, 4, 1, 1)  # one value per channel: BatchNorm's own error, as unfused
+    assert not fused.can_fold(one, bn_in, conv, bn_out)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fused.bn_conv_bn(one, bn_in, conv, bn_out)
 
 
 @pytest.mark.parametrize("checkpoint", [False, True])

@@ -6,10 +6,12 @@ post-process blocks. As in the official code, these convolutions are plain (no w
 bias: each is followed by a BatchNorm).
 
 Speed and memory (benchmarks/README.md): the cell runs in channels_last (depthwise convolutions
-are several times faster so on CPU) and each BN -> [Swish ->] conv is one fused step that keeps
-only its input for backward and recomputes the rest (:mod:`.fused`, the paper's fused BN+Swish):
-two expanded tensors saved per cell instead of six. Both are exact (same results as the plain
-modules up to rounding) and on by default. ``checkpoint=True`` also drops those two and
+are several times faster so on CPU) and, with ``fused``, (1) BN -> 1x1 expand -> BN is one 1x1
+convolution whose weights are folded from the batch statistics, so the expanded tensor is never
+normalized, and (2) each [BN ->] Swish -> conv after it is one step that keeps only its input for
+backward and recomputes the rest (:mod:`.fused`; the paper's fused BN+Swish): two expanded
+tensors saved per cell instead of six. Both are exact (same results as the plain modules up to
+rounding) and on by default. ``checkpoint=True`` also drops those two and
 recomputes the whole branch in backward: less memory, more time; off by default.
 """
 
@@ -23,7 +25,7 @@ from torch.utils.checkpoint import checkpoint as checkpoint_branch
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
-from genzoo_plugins.nvae.fused import batch_norm, bn_swish_conv
+from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn, bn_swish_conv, swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 
 
@@ -35,8 +37,8 @@ class SeparableCell(Cell):
 
     :param channels_last: run in ``torch.channels_last`` (the output is channels_last too, so
         the next cell needs no copy); exact, default on.
-    :param fused: fused BN -> Swish -> conv steps that save only their input (:mod:`.fused`);
-        exact, default on.
+    :param fused: the folded BN -> expand -> BN and the fused [BN ->] Swish -> conv steps that
+        save only their input (:mod:`.fused`); exact, default on.
     :param checkpoint: recompute the whole branch in backward (``torch.utils.checkpoint``),
         saving only the cell input: the least memory, about one more forward pass of time;
         exact, default off. BatchNorm running statistics are updated once per step.
@@ -103,8 +105,8 @@ class SeparableCell(Cell):
         running statistics alone (a checkpointed branch recomputed in backward)."""
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
         step = dict(update_stats=update_stats, fuse=self.fused)
-        h = bn_swish_conv(h, self.bn0, self.expand, swish=False, **step)
-        h = bn_swish_conv(h, self.bn1, self.depthwise, **step)
+        h = bn_conv_bn(h, self.bn0, self.expand, self.bn1, **step)
+        h = swish_conv(h, self.depthwise, fuse=self.fused)
         h = bn_swish_conv(h, self.bn2, self.project, **step)
         return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 

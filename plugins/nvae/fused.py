@@ -15,6 +15,14 @@ rounding (``tests/test_fast_paths.py`` checks 1e-5 in fp32). The fused path is t
 it is exactly the modules' math: a plain ``nn.BatchNorm2d`` using batch statistics (training),
 a ``nn.Conv2d`` with zero padding, and all tensors in one floating dtype outside autocast.
 Anything else (``SyncBatchNorm`` under DDP, eval mode, autocast) runs the modules themselves.
+
+:func:`bn_conv_bn` goes one step further for the cell's first BN -> 1x1 conv -> BN: in training
+both BatchNorms are affine maps whose coefficients depend only on batch statistics, and the
+statistics of a 1x1 convolution's output follow from the mean and the (small, C x C) covariance
+of its input. So the three are one 1x1 convolution with folded weights, and the expanded tensor
+is never normalized at all: no BatchNorm pass over it forward, none backward, nothing to
+recompute. Autograd differentiates through the statistics, so the gradients are the modules'
+gradients (the same math, in another summation order).
 """
 
 from __future__ import annotations
@@ -34,32 +42,62 @@ def _average_factor(bn: nn.BatchNorm2d, update_stats: bool) -> float:
     return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
 
-def can_fuse(x: torch.Tensor, bn: nn.Module, conv: nn.Module) -> bool:
-    """Whether :func:`bn_swish_conv` may take the fused path for ``x``, ``bn`` and ``conv``."""
+def can_fuse(x: torch.Tensor, bn: nn.Module | None, conv: nn.Module) -> bool:
+    """Whether :func:`bn_swish_conv` (``bn=None``: :func:`swish_conv`) may take the fused path
+    for ``x``, ``bn`` and ``conv``."""
     return (
-        type(bn) is nn.BatchNorm2d  # not SyncBatchNorm (its statistics span processes)
-        and bn.training
-        and bn.affine
+        (bn is None or _batch_statistics(x, bn))
         and type(conv) is nn.Conv2d
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
         and not _autocast_enabled(x.device.type)
-        and x.dtype == bn.weight.dtype == conv.weight.dtype
+        and x.dtype == conv.weight.dtype
         and x.dim() == 4
     )
 
 
+def can_fold(x: torch.Tensor, bn_in: nn.Module, conv: nn.Module, bn_out: nn.Module) -> bool:
+    """Whether :func:`bn_conv_bn` may fold ``bn_out(conv(bn_in(x)))`` into one convolution: two
+    plain BatchNorms using batch statistics around a 1x1, stride 1, ungrouped convolution, in
+    float32 or float64 (the statistics are taken in the input's dtype), more than one value per
+    channel (else BatchNorm's own error is raised by the modules)."""
+    return (
+        can_fuse(x, bn_in, conv)
+        and _batch_statistics(x, bn_out)
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.groups == 1
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() > x.shape[1]
+    )
+
+
+def _batch_statistics(x: torch.Tensor, bn: nn.Module) -> bool:
+    """``bn`` is a plain affine ``nn.BatchNorm2d`` normalizing with the batch's statistics."""
+    return (
+        type(bn) is nn.BatchNorm2d  # not SyncBatchNorm (its statistics span processes)
+        and bn.training
+        and bn.affine
+        and bn.weight.dtype == x.dtype
+    )
+
+
 class _BNSwishConv(torch.autograd.Function):
-    """``conv(swish(batch_norm(x)))`` (or without the Swish) saving ``x`` and the batch
-    statistics; backward recomputes the normalization and the Swish."""
+    """``conv(swish(batch_norm(x)))`` (without the Swish, or without the BatchNorm when its
+    weight is None) saving ``x`` and the batch statistics; backward recomputes the
+    normalization and the Swish."""
 
     @staticmethod
     def forward(ctx, x, bn_weight, bn_bias, running_mean, running_var, factor, eps, swish, conv_weight,
                 conv_bias, stride, padding, dilation, groups):  # fmt: skip
-        z, mean, invstd = torch.native_batch_norm(
-            x, bn_weight, bn_bias, running_mean, running_var, True, factor, eps
-        )
-        a = F.silu(z, inplace=True) if swish else z
+        if bn_weight is None:
+            z, mean, invstd = x, None, None
+        else:
+            z, mean, invstd = torch.native_batch_norm(
+                x, bn_weight, bn_bias, running_mean, running_var, True, factor, eps
+            )
+        a = F.silu(z, inplace=bn_weight is not None) if swish else z  # never overwrite x
         y = F.conv2d(a, conv_weight, conv_bias, stride, padding, dilation, groups)
         ctx.save_for_backward(x, bn_weight, bn_bias, mean, invstd, conv_weight)
         ctx.config = (eps, swish, conv_bias is not None, stride, padding, dilation, groups)
@@ -71,11 +109,14 @@ class _BNSwishConv(torch.autograd.Function):
         x, bn_weight, bn_bias, mean, invstd, conv_weight = ctx.saved_tensors
         eps, swish, has_bias, stride, padding, dilation, groups = ctx.config
         needs = ctx.needs_input_grad
-        # native_batch_norm computes x * (w * invstd) + (b - mean * w * invstd) per channel; the
-        # same affine map recomputes its output.
-        scale = bn_weight * invstd
-        shift = bn_bias - mean * scale
-        z = torch.addcmul(shift[:, None, None], x, scale[:, None, None])
+        if bn_weight is None:
+            z = x
+        else:
+            # native_batch_norm computes x * (w * invstd) + (b - mean * w * invstd) per channel;
+            # the same affine map recomputes its output.
+            scale = bn_weight * invstd
+            shift = bn_bias - mean * scale
+            z = torch.addcmul(shift[:, None, None], x, scale[:, None, None])
         a = F.silu(z) if swish else z
         grad_a, grad_conv_weight, grad_conv_bias = torch.ops.aten.convolution_backward(
             grad_y, a, conv_weight, [conv_weight.shape[0]] if has_bias else None, stride, padding,
@@ -84,11 +125,18 @@ class _BNSwishConv(torch.autograd.Function):
         del a
         grad_x = grad_bn_weight = grad_bn_bias = None
         if grad_a is not None:
-            grad_z = torch.ops.aten.silu_backward(grad_a, z) if swish else grad_a
-            del z, grad_a
-            grad_x, grad_bn_weight, grad_bn_bias = torch.ops.aten.native_batch_norm_backward(
-                grad_z, x, bn_weight, None, None, mean, invstd, True, eps, [needs[0], needs[1], needs[2]]
+            # The Swish's gradient overwrites grad_a, which nothing else holds: one expanded
+            # tensor fewer to allocate (on CPU, a fresh one is faulted in page by page).
+            grad_z = (
+                torch.ops.aten.silu_backward.grad_input(grad_a, z, grad_input=grad_a) if swish else grad_a
             )
+            del z
+            if bn_weight is None:
+                grad_x = grad_z
+            else:
+                grad_x, grad_bn_weight, grad_bn_bias = torch.ops.aten.native_batch_norm_backward(
+                    grad_z, x, bn_weight, None, None, mean, invstd, True, eps, [needs[0], needs[1], needs[2]]
+                )
         return (grad_x, grad_bn_weight, grad_bn_bias, None, None, None, None, None, grad_conv_weight,
                 grad_conv_bias, None, None, None, None)  # fmt: skip
 
@@ -119,6 +167,75 @@ def bn_swish_conv(
         factor, bn.eps, swish, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
         conv.groups,
     )  # fmt: skip
+
+
+def swish_conv(x: torch.Tensor, conv: nn.Module, *, fuse: bool = True) -> torch.Tensor:
+    """``conv(silu(x))``, keeping only ``x`` for backward (the Swish is recomputed) when ``fuse``
+    is on and :func:`can_fuse` allows it, else through the modules themselves."""
+    if not (fuse and can_fuse(x, None, conv)):
+        return conv(F.silu(x))
+    return _BNSwishConv.apply(
+        x, None, None, None, None, 0.0, 0.0, True, conv.weight, conv.bias, conv.stride, conv.padding,
+        conv.dilation, conv.groups,
+    )  # fmt: skip
+
+
+def bn_conv_bn(
+    x: torch.Tensor,
+    bn_in: nn.Module,
+    conv: nn.Module,
+    bn_out: nn.Module,
+    *,
+    update_stats: bool = True,
+    fuse: bool = True,
+) -> torch.Tensor:
+    """``bn_out(conv(bn_in(x)))`` for a 1x1 convolution; when ``fuse`` is on and
+    :func:`can_fold` allows it, one convolution of ``x`` with weights folded from the batch
+    statistics (the expanded tensor is never normalized), else through the modules themselves.
+
+    With ``x`` as rows of C channels, mean ``m`` and biased covariance ``S``, ``bn_in`` scales
+    channel i by ``s_i = w_i / sqrt(S_ii + eps)``; the convolution ``W`` then gives outputs of
+    variance ``v = diag(W' S W'^T)`` with ``W' = W diag(s)``, and ``bn_out`` scales them by
+    ``t = w' / sqrt(v + eps')``. Both shifts (``bn_in``'s bias, the conv bias) only move each
+    output by a constant that ``bn_out`` subtracts again, so
+    ``bn_out(conv(bn_in(x))) = (diag(t) W') (x - m) + b'``, with ``b'`` ``bn_out``'s bias.
+    Running statistics are updated as the modules would (``update_stats``).
+    """
+    if not (fuse and can_fold(x, bn_in, conv, bn_out)):
+        h = conv(batch_norm(x, bn_in, update_stats=update_stats))
+        return batch_norm(h, bn_out, update_stats=update_stats)
+    chs = x.shape[1]
+    count = x.numel() // chs
+    rows = x.permute(0, 2, 3, 1).reshape(count, chs)  # a view when x is channels_last
+    mean = rows.mean(0)
+    centered = rows - mean
+    covariance = centered.t() @ centered / count
+    var_in = covariance.diagonal()
+    weight = conv.weight.flatten(1) * (bn_in.weight * torch.rsqrt(var_in + bn_in.eps))
+    var_out = ((weight @ covariance) * weight).sum(1)
+    folded = weight * (bn_out.weight * torch.rsqrt(var_out + bn_out.eps))[:, None]
+    # The shifts cancel, so their gradients are zero; they stay in the graph so that the
+    # parameters get that zero gradient, as from the modules, rather than none.
+    shifts = bn_in.bias.sum() + (conv.bias.sum() if conv.bias is not None else 0.0)
+    bias = bn_out.bias - folded @ mean + 0.0 * shifts
+    with torch.no_grad():
+        mean_out = conv.weight.flatten(1) @ bn_in.bias
+        if conv.bias is not None:
+            mean_out += conv.bias
+        _update_running_stats(bn_in, mean, var_in, count, update_stats)
+        _update_running_stats(bn_out, mean_out, var_out, count, update_stats)
+    return F.conv2d(x, folded[:, :, None, None], bias)
+
+
+def _update_running_stats(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: int,
+                          update_stats: bool) -> None:  # fmt: skip
+    """What ``nn.BatchNorm2d`` does to its buffers in training, given the batch's mean and
+    biased variance over ``count`` values per channel (the running variance is unbiased)."""
+    factor = _average_factor(bn, update_stats)
+    if not (update_stats and bn.track_running_stats):
+        return
+    bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
 
 
 def batch_norm(x: torch.Tensor, bn: nn.Module, *, update_stats: bool = True) -> torch.Tensor:
