@@ -22,26 +22,14 @@ from common import (
     saved_for_backward_bytes,
     set_threads,
 )
-from naive_cells import NaiveSeparableCell
+from naive_cells import NaiveSeparableCell, UnfoldedCell
 
 from genzoo_plugins.baselines.conv_cell import ConvResidualCell
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell
-from genzoo_plugins.nvae.fused import batch_norm, bn_swish_conv
 from genzoo_plugins.nvae.se import SqueezeExcitation
 
 REFERENCE = "decoder, naive NCHW (reference)"
-
-
-class UnfoldedCell(SeparableCell):
-    """The default cell without the folded BN -> expand -> BN (each BN -> [Swish ->] conv fused
-    on its own, as before the fold): what the fold alone gains."""
-
-    def branch(self, x: torch.Tensor, *, update_stats: bool = True) -> torch.Tensor:
-        h = bn_swish_conv(x, self.bn0, self.expand, swish=False, update_stats=update_stats)
-        h = bn_swish_conv(h, self.bn1, self.depthwise, update_stats=update_stats)
-        h = bn_swish_conv(h, self.bn2, self.project, update_stats=update_stats)
-        return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 
 
 def build_cells(chs: int) -> dict[str, torch.nn.Module]:
@@ -49,14 +37,13 @@ def build_cells(chs: int) -> dict[str, torch.nn.Module]:
     fast = SeparableCell(chs, chs, gate_layer=SqueezeExcitation)
     same = fast.state_dict()
     cl_only = SeparableCell(chs, chs, gate_layer=SqueezeExcitation, fused=False)
-    unfolded = UnfoldedCell(chs, chs, gate_layer=SqueezeExcitation)
     checkpointed = SeparableCell(chs, chs, gate_layer=SqueezeExcitation, checkpoint=True)
-    for cell in (cl_only, unfolded, checkpointed):
-        cell.load_state_dict(same)
+    cl_only.load_state_dict(same)
+    checkpointed.load_state_dict(same)
     return {
         REFERENCE: NaiveSeparableCell.from_cell(fast),
         "decoder, channels_last only (fused=False)": cl_only,
-        "decoder, fused BN+Swish steps only (no folded expansion)": unfolded,
+        "decoder, fused BN+Swish steps only (no folded expansion)": UnfoldedCell.from_cell(fast),
         "decoder, default (channels_last + fused)": fast,
         "decoder, checkpoint=True": checkpointed,
         "encoder cell (nvae.residual_cell)": ResidualCell(chs, chs, gate_layer=SqueezeExcitation),

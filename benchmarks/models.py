@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 import yaml
-from naive_cells import naive_model
+from naive_cells import UnfoldedCell, naive_model, replace_cells
 
-from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,13 +47,15 @@ VARIANTS = (
     "default",
     "default + checkpoint=True",
     "default + channels_last model",
+    "default without the folded expansion",
     "separable branches removed (floor)",
 )
 """``naive``: every separable cell replaced by benchmarks' naive twin; ``fused=False``: the
 package's cells without the fused BN -> Swish -> conv steps; ``default``: the package's cells as
 they are; ``checkpoint``: decoder and post-process cells with ``checkpoint: true``;
 ``channels_last model``: the trainer's ``channels_last: true`` (model and batch in
-channels_last, so the encoder cells run in it too); ``floor``: every separable cell reduced to
+channels_last, so the encoder cells run in it too); ``without the folded expansion``: the
+default cells with BN -> expand -> BN as two fused steps (the ablation of the fold); ``floor``: every separable cell reduced to
 its skip path (not the same model: the rest of the step at no cost for the separable cells, so
 naive time / floor time bounds the speedup any separable cell can give the whole step)."""
 
@@ -75,12 +76,10 @@ def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAE
         return naive_model(model), False
     if variant == "default + channels_last model":
         return model.to(memory_format=torch.channels_last), True
+    if variant == "default without the folded expansion":
+        return replace_cells(model, UnfoldedCell.from_cell), False
     if variant == "separable branches removed (floor)":
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, SeparableCell):
-                    setattr(parent, name, child.skip)
-        return model, False
+        return replace_cells(model, lambda cell: cell.skip), False
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; expected one of {VARIANTS}")
     return model, False

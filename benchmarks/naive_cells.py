@@ -4,7 +4,8 @@ NCHW with separate BatchNorm and Swish modules, as a straightforward PyTorch por
 
 It is kept here, outside the package, as the baseline the benchmarks measure against and the
 reference ``tests/test_fast_paths.py`` checks the fast cell against (same weights, same input,
-same outputs and gradients within 1e-5 in fp32).
+same outputs and gradients within 1e-5 in fp32). :class:`UnfoldedCell` is the package's cell
+without one of its fast paths (the folded expansion), for the ablation rows of the benchmarks.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genzoo.interfaces import Cell, GateLayer
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
+from genzoo_plugins.nvae.fused import batch_norm, bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 
 
@@ -75,11 +78,35 @@ class NaiveSeparableCell(Cell):
         return naive.train(cell.training)
 
 
+class UnfoldedCell(SeparableCell):
+    """The default cell without the folded BN -> expand -> BN (each BN -> [Swish ->] conv fused
+    on its own, as before the fold): what the fold alone gains."""
+
+    def branch(self, x: torch.Tensor, *, update_stats: bool = True) -> torch.Tensor:
+        h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
+        h = bn_swish_conv(h, self.bn0, self.expand, swish=False, update_stats=update_stats)
+        h = bn_swish_conv(h, self.bn1, self.depthwise, update_stats=update_stats)
+        h = bn_swish_conv(h, self.bn2, self.project, update_stats=update_stats)
+        return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
+
+    @classmethod
+    def from_cell(cls, cell: SeparableCell) -> UnfoldedCell:
+        """A copy of ``cell`` (same modules, weights and options) taking the unfolded path."""
+        unfolded = copy.deepcopy(cell)
+        unfolded.__class__ = cls
+        return unfolded
+
+
 def naive_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every :class:`SeparableCell` replaced by its naive twin."""
+    return replace_cells(model, NaiveSeparableCell.from_cell)
+
+
+def replace_cells(model: nn.Module, replacement) -> nn.Module:
+    """A copy of ``model`` with every :class:`SeparableCell` ``c`` replaced by ``replacement(c)``."""
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SeparableCell):
-                setattr(parent, name, NaiveSeparableCell.from_cell(child))
+                setattr(parent, name, replacement(child))
     return model
