@@ -198,7 +198,9 @@ def bn_conv_bn(
     variance ``v = diag(W' S W'^T)`` with ``W' = W diag(s)``, and ``bn_out`` scales them by
     ``t = w' / sqrt(v + eps')``. Both shifts (``bn_in``'s bias, the conv bias) only move each
     output by a constant that ``bn_out`` subtracts again, so
-    ``bn_out(conv(bn_in(x))) = (diag(t) W') (x - m) + b'``, with ``b'`` ``bn_out``'s bias.
+    ``bn_out(conv(bn_in(x))) = (diag(t) W') (x - m) + b'``, with ``b'`` ``bn_out``'s bias (the
+    convolution takes the centred ``x - m``, as the modules' arithmetic does, so that a large
+    mean does not cancel in float32)
     Running statistics are updated as the modules would (``update_stats``).
     """
     if not (fuse and can_fold(x, bn_in, conv, bn_out)):
@@ -206,10 +208,10 @@ def bn_conv_bn(
         return batch_norm(h, bn_out, update_stats=update_stats)
     chs = x.shape[1]
     count = x.numel() // chs
-    rows = x.permute(0, 2, 3, 1).reshape(count, chs)  # a view when x is channels_last
-    mean = rows.mean(0)
-    centered = rows - mean
-    covariance = centered.t() @ centered / count
+    mean = x.mean((0, 2, 3))
+    centered = x - mean[:, None, None]  # the convolution's input too: no cancellation in it
+    rows = centered.permute(0, 2, 3, 1).reshape(count, chs)  # a view when x is channels_last
+    covariance = rows.t() @ rows / count
     var_in = covariance.diagonal()
     weight = conv.weight.flatten(1) * (bn_in.weight * torch.rsqrt(var_in + bn_in.eps))
     var_out = ((weight @ covariance) * weight).sum(1)
@@ -217,14 +219,14 @@ def bn_conv_bn(
     # The shifts cancel, so their gradients are zero; they stay in the graph so that the
     # parameters get that zero gradient, as from the modules, rather than none.
     shifts = bn_in.bias.sum() + (conv.bias.sum() if conv.bias is not None else 0.0)
-    bias = bn_out.bias - folded @ mean + 0.0 * shifts
+    bias = bn_out.bias + 0.0 * shifts
     with torch.no_grad():
         mean_out = conv.weight.flatten(1) @ bn_in.bias
         if conv.bias is not None:
             mean_out += conv.bias
         _update_running_stats(bn_in, mean, var_in, count, update_stats)
         _update_running_stats(bn_out, mean_out, var_out, count, update_stats)
-    return F.conv2d(x, folded[:, :, None, None], bias)
+    return F.conv2d(centered, folded[:, :, None, None], bias)
 
 
 def _update_running_stats(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: int,
