@@ -314,6 +314,16 @@ def test_fold_steps_aside_where_it_would_not_be_exact():
     bn_in, conv, bn_out = (m.float() for m in half)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused.can_fold(x, bn_in, conv, bn_out)
+    previous = torch.get_float32_matmul_precision()
+    try:  # TF32 / bf16 matrix products would round the covariance
+        torch.set_float32_matmul_precision("high")
+        assert not fused.can_fold(x, bn_in, conv, bn_out)
+        assert fused.can_fold(x.double(), *(m.double() for m in (bn_in, conv, bn_out)))
+    finally:
+        torch.set_float32_matmul_precision(previous)
+        for m in (bn_in, conv, bn_out):
+            m.float()
+    assert fused.can_fold(x, bn_in, conv, bn_out)
     one = torch.randn(1, 4, 1, 1)  # one value per channel: BatchNorm's own error, as unfused
     assert not fused.can_fold(one, bn_in, conv, bn_out)
     with pytest.raises(ValueError, match="more than 1 value per channel"):

@@ -59,10 +59,13 @@ def can_fuse(x: torch.Tensor, bn: nn.Module | None, conv: nn.Module) -> bool:
 def can_fold(x: torch.Tensor, bn_in: nn.Module, conv: nn.Module, bn_out: nn.Module) -> bool:
     """Whether :func:`bn_conv_bn` may fold ``bn_out(conv(bn_in(x)))`` into one convolution: two
     plain BatchNorms using batch statistics around a 1x1, stride 1, ungrouped convolution, in
-    float32 or float64 (the statistics are taken in the input's dtype), more than one value per
-    channel (else BatchNorm's own error is raised by the modules)."""
+    float32 or float64 (the statistics are taken in the input's dtype; in float32 only while
+    matrix products run in full float32, not TF32 or bf16 as
+    ``torch.set_float32_matmul_precision("high")`` allows, since the covariance is one), more
+    than one value per channel (else BatchNorm's own error is raised by the modules)."""
     return (
         can_fuse(x, bn_in, conv)
+        and (x.dtype != torch.float32 or torch.get_float32_matmul_precision() == "highest")
         and _batch_statistics(x, bn_out)
         and conv.kernel_size == (1, 1)
         and conv.stride == (1, 1)
