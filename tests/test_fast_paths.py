@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo_plugins.nvae import fused
+from genzoo_plugins.nvae import cpu_kernels, fused
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
 from genzoo_plugins.nvae.se import SqueezeExcitation
@@ -328,6 +328,90 @@ def test_fold_steps_aside_where_it_would_not_be_exact():
     assert not fused.can_fold(one, bn_in, conv, bn_out)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         fused.bn_conv_bn(one, bn_in, conv, bn_out)
+
+
+def _onednn_weight_grad(x, grad_out, weight, stride, padding):
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], x.shape[1],
+        [False, True, False],
+    )[1]  # fmt: skip
+
+
+@pytest.mark.parametrize("stride,padding,kernel", [(1, 2, 5), (2, 2, 5), (1, 1, 3), (2, 0, 3)])
+def test_cpu_depthwise_kernel_matches_onednn(stride, padding, kernel):
+    """genzoo's compiled depthwise weight gradient against oneDNN's: fp64 elementwise to 1e-10;
+    in fp32 no further from the fp64 result than oneDNN's fp32 one, bar rounding (odd sizes,
+    stride 2, no padding included)."""
+    if cpu_kernels.load() is None:
+        pytest.skip("the CPU kernel could not be built here (see the warning)")
+    torch.manual_seed(0)
+    x = torch.randn(3, 20, 11, 13, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(20, 1, kernel, kernel, dtype=torch.float64)
+    grad_out = torch.randn_like(torch.nn.functional.conv2d(x, weight, None, stride, padding, 1, 20))
+    conv = ((stride,) * 2, (padding,) * 2, (1, 1), 20)
+    assert cpu_kernels.applies(x, weight, *conv)
+    exact = _onednn_weight_grad(x, grad_out, weight, stride, padding)
+    mine = cpu_kernels.depthwise_weight_grad(x, grad_out, weight, *conv)
+    torch.testing.assert_close(mine, exact, rtol=1e-10, atol=1e-10)
+
+    x, grad_out, weight = (t.float() for t in (x, grad_out, weight))
+    x = x.contiguous(memory_format=torch.channels_last)
+    mine = cpu_kernels.depthwise_weight_grad(x, grad_out, weight, *conv)
+    onednn = _onednn_weight_grad(x, grad_out, weight, stride, padding)
+
+    def error(a):
+        return ((a.double() - exact).norm() / exact.norm()).item()
+
+    assert mine.dtype == torch.float32 and error(mine) <= max(2 * error(onednn), 1e-6)
+
+
+def test_cpu_depthwise_kernel_applies_only_where_it_computes_the_same(monkeypatch):
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 1, 3, 3)
+    args = ((1, 1), (1, 1), (1, 1), 8)
+    assert cpu_kernels.applies(x, w, *args)
+    assert not cpu_kernels.applies(x.contiguous(), w, *args)  # NCHW: oneDNN as before
+    assert not cpu_kernels.applies(x.to(torch.bfloat16), w, *args)
+    assert not cpu_kernels.applies(x, torch.randn(8, 2, 3, 3), (1, 1), (1, 1), (1, 1), 4)  # grouped
+    assert not cpu_kernels.applies(x, w, (1, 1), (1, 1), (2, 2), 8)  # dilated
+    assert not cpu_kernels.applies(x, w, (1, 2), (1, 1), (1, 1), 8)
+    assert not cpu_kernels.applies(x, w, (1, 1), "same", (1, 1), 8)
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    assert cpu_kernels.load() is None
+    assert cpu_kernels.depthwise_weight_grad(x, x, w, *args) is None
+
+
+def test_a_failed_kernel_build_warns_once_and_falls_back(monkeypatch):
+    """Without a compiler the cell still trains (oneDNN's kernel), with one warning saying why."""
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(cpu_kernels, "_built", {})
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler here"):
+        assert cpu_kernels.load() is None
+    assert cpu_kernels.load() is None  # tried once: no second warning, no second attempt
+    cell = SeparableCell(4, 4).train()
+    cell(torch.randn(2, 4, 6, 6)).sum().backward()
+    assert cell.depthwise.weight.grad is not None
+
+
+def test_the_cell_uses_the_cpu_kernel_where_it_can(monkeypatch):
+    if cpu_kernels.load() is None:
+        pytest.skip("the CPU kernel could not be built here (see the warning)")
+    calls = []
+    original = cpu_kernels.depthwise_weight_grad
+
+    def counted(*args):
+        out = original(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(cpu_kernels, "depthwise_weight_grad", counted)
+    SeparableCell(4, 4).train()(torch.randn(2, 4, 6, 6)).sum().backward()
+    assert calls.count(True) == 1  # the depthwise convolution (the 1x1 ones are oneDNN's)
 
 
 @pytest.mark.parametrize("checkpoint", [False, True])

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from genzoo_plugins.nvae import cpu_kernels
+
 
 def _average_factor(bn: nn.BatchNorm2d, update_stats: bool) -> float:
     """The running-statistics factor of ``nn.BatchNorm2d.forward`` for this call, counting the
@@ -121,11 +123,16 @@ class _BNSwishConv(torch.autograd.Function):
             shift = bn_bias - mean * scale
             z = torch.addcmul(shift[:, None, None], x, scale[:, None, None])
         a = F.silu(z) if swish else z
+        # a depthwise weight gradient on CPU from genzoo's kernel where it applies (cpu_kernels)
+        kernel_grad = cpu_kernels.depthwise_weight_grad(a, grad_y, conv_weight, stride, padding, dilation,
+                                                        groups) if needs[8] else None  # fmt: skip
         grad_a, grad_conv_weight, grad_conv_bias = torch.ops.aten.convolution_backward(
-            grad_y, a, conv_weight, [conv_weight.shape[0]] if has_bias else None, stride, padding,
-            dilation, False, [0, 0], groups, [needs[0] or needs[1] or needs[2], needs[8], needs[9]],
+            grad_y, a, conv_weight, [conv_weight.shape[0]] if has_bias else None, stride, padding, dilation,
+            False, [0, 0], groups, [needs[0] or needs[1] or needs[2], needs[8] and kernel_grad is None, needs[9]],
         )  # fmt: skip
         del a
+        if kernel_grad is not None:
+            grad_conv_weight = kernel_grad
         grad_x = grad_bn_weight = grad_bn_bias = None
         if grad_a is not None:
             # The Swish's gradient overwrites grad_a, which nothing else holds: one expanded
