@@ -10,6 +10,7 @@ every cell. Prints Markdown tables (see benchmarks/README.md for the method).
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 from common import (
@@ -21,6 +22,7 @@ from common import (
     ratio,
     saved_for_backward_bytes,
     set_threads,
+    without_cpu_kernels,
 )
 from naive_cells import NaiveSeparableCell, UnfoldedCell
 
@@ -30,6 +32,7 @@ from genzoo_plugins.nvae.encoder_cell import ResidualCell
 from genzoo_plugins.nvae.se import SqueezeExcitation
 
 REFERENCE = "decoder, naive NCHW (reference)"
+KERNEL_OFF = "decoder, default without the CPU kernel (GENZOO_CPU_KERNELS=0)"
 
 
 def build_cells(chs: int) -> dict[str, torch.nn.Module]:
@@ -44,6 +47,7 @@ def build_cells(chs: int) -> dict[str, torch.nn.Module]:
         REFERENCE: NaiveSeparableCell.from_cell(fast),
         "decoder, channels_last only (fused=False)": cl_only,
         "decoder, fused BN+Swish steps only (no folded expansion)": UnfoldedCell.from_cell(fast),
+        KERNEL_OFF: copy.deepcopy(fast),
         "decoder, default (channels_last + fused)": fast,
         "decoder, checkpoint=True": checkpointed,
         "encoder cell (nvae.residual_cell)": ResidualCell(chs, chs, gate_layer=SqueezeExcitation),
@@ -66,6 +70,7 @@ def measure(chs: int, size: int, batch: int, repeats: int, warmup: int) -> list[
         return run
 
     steps = {name: step(cell) for name, cell in cells.items()}
+    steps[KERNEL_OFF] = without_cpu_kernels(steps[KERNEL_OFF])
     seconds = interleaved_times(steps, repeats=repeats, warmup=warmup)
     peaks = {name: peak_allocated_bytes(run) for name, run in steps.items()}
     saved = {

@@ -25,8 +25,9 @@ from common import (
     reset_peak_rss,
     rss_bytes,
     set_threads,
+    without_cpu_kernels,
 )
-from models import VARIANTS, build, cifar_options, images, quickstart_options, training_step
+from models import KERNEL_OFF, VARIANTS, build, cifar_options, images, quickstart_options, training_step
 
 MODELS = {
     "quickstart": lambda: quickstart_options(),
@@ -45,6 +46,8 @@ def rss_child(model_name: str, variant: str, steps: int, threads: int) -> None:
     options, batch = MODELS[model_name]()
     model, channels_last = build(options, variant)
     step = training_step(model, images(batch, options["image_shape"]), channels_last)
+    if variant == KERNEL_OFF:
+        step = without_cpu_kernels(step)
     step()
     reset_peak_rss()
     before = rss_bytes()
@@ -67,6 +70,8 @@ def measure(model_name: str, args: argparse.Namespace) -> tuple[str, str]:
     for variant in VARIANTS:
         model, channels_last = build(options, variant)
         steps[variant] = training_step(model, x, channels_last)
+        if variant == KERNEL_OFF:
+            steps[variant] = without_cpu_kernels(steps[variant])
         params[variant] = sum(p.numel() for p in model.parameters())
     seconds = interleaved_times(steps, repeats=args.repeats, warmup=args.warmup)
     peaks = {variant: peak_allocated_bytes(step) for variant, step in steps.items()}

@@ -80,6 +80,25 @@ def markdown_table(columns: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_cpu_kernels(run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with genzoo's compiled CPU kernels turned off while it runs (the library's
+    ``GENZOO_CPU_KERNELS=0`` switch, read at every call), for ablation rows."""
+    from genzoo_plugins.nvae.cpu_kernels import ENV_SWITCH
+
+    def wrapped() -> object:
+        previous = os.environ.get(ENV_SWITCH)
+        os.environ[ENV_SWITCH] = "0"
+        try:
+            return run()
+        finally:
+            if previous is None:
+                del os.environ[ENV_SWITCH]
+            else:
+                os.environ[ENV_SWITCH] = previous
+
+    return wrapped
+
+
 def interleaved_times(
     steps: dict[str, Callable[[], object]], *, repeats: int, warmup: int
 ) -> dict[str, float]:

@@ -41,6 +41,8 @@ def cifar_options(*, groups: int = 10, size: int = 32) -> dict[str, Any]:
     }
 
 
+KERNEL_OFF = "default without the CPU kernel"
+"""The variant whose steps must run under :func:`common.without_cpu_kernels`."""
 VARIANTS = (
     "naive cells (NCHW)",
     "fused=False (channels_last only)",
@@ -48,6 +50,7 @@ VARIANTS = (
     "default + checkpoint=True",
     "default + channels_last model",
     "default without the folded expansion",
+    "default without the CPU kernel",
     "separable branches removed (floor)",
 )
 """``naive``: every separable cell replaced by benchmarks' naive twin; ``fused=False``: the
@@ -55,7 +58,9 @@ package's cells without the fused BN -> Swish -> conv steps; ``default``: the pa
 they are; ``checkpoint``: decoder and post-process cells with ``checkpoint: true``;
 ``channels_last model``: the trainer's ``channels_last: true`` (model and batch in
 channels_last, so the encoder cells run in it too); ``without the folded expansion``: the
-default cells with BN -> expand -> BN as two fused steps (the ablation of the fold); ``floor``: every separable cell reduced to
+default cells with BN -> expand -> BN as two fused steps (the ablation of the fold); ``without
+the CPU kernel``: the default model, its steps run with ``GENZOO_CPU_KERNELS=0`` (see
+:func:`training_step`); ``floor``: every separable cell reduced to
 its skip path (not the same model: the rest of the step at no cost for the separable cells, so
 naive time / floor time bounds the speedup any separable cell can give the whole step)."""
 
@@ -80,6 +85,8 @@ def build(options: dict[str, Any], variant: str, *, seed: int = 0) -> tuple[NVAE
         return replace_cells(model, UnfoldedCell.from_cell), False
     if variant == "separable branches removed (floor)":
         return replace_cells(model, lambda cell: cell.skip), False
+    if variant == KERNEL_OFF:
+        return model, False
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; expected one of {VARIANTS}")
     return model, False
