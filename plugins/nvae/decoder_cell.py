@@ -10,8 +10,10 @@ are several times faster so on CPU) and, with ``fused``, (1) BN -> 1x1 expand ->
 convolution whose weights are folded from the batch statistics, so the expanded tensor is never
 normalized, and (2) each [BN ->] Swish -> conv after it is one step that keeps only its input for
 backward and recomputes the rest (:mod:`.fused`; the paper's fused BN+Swish): two expanded
-tensors saved per cell instead of six. Both are exact (same results as the plain modules up to
-rounding) and on by default. ``checkpoint=True`` also drops those two and
+tensors saved per cell instead of six. On CPU the depthwise convolution's weight gradient in
+those steps comes from genzoo's compiled kernel (:mod:`.cpu_kernels`, built on first use) where
+it can be built. All are exact (same results as the plain modules up to rounding) and on by
+default. ``checkpoint=True`` also drops those two and
 recomputes the whole branch in backward: less memory, more time; off by default.
 """
 

@@ -10,7 +10,8 @@ that input and the batch statistics of the forward pass, which are saved (per ch
 the recomputation does not repeat the reductions and gives the same values as the forward pass.
 
 The kernels are PyTorch's own (``native_batch_norm`` and its backward, ``silu_backward``,
-``convolution_backward``), so the results agree with the unfused modules to floating-point
+``convolution_backward``; on CPU a depthwise weight gradient comes from genzoo's compiled kernel,
+:mod:`.cpu_kernels`, where it is available), so the results agree with the unfused modules to floating-point
 rounding (``tests/test_fast_paths.py`` checks 1e-5 in fp32). The fused path is taken only where
 it is exactly the modules' math: a plain ``nn.BatchNorm2d`` using batch statistics (training),
 a ``nn.Conv2d`` with zero padding, and all tensors in one floating dtype outside autocast.
