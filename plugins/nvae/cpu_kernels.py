@@ -1,6 +1,6 @@
 """A compiled CPU kernel for the decoder cell's depthwise convolution (``csrc/depthwise.cpp``):
 its weight gradient on channels_last tensors, the largest single operation of a default cell
-step on CPU (benchmarks/README.md), about 3.5x faster than oneDNN's.
+step on CPU, 3 to 4x faster than oneDNN's (benchmarks/README.md, bench_depthwise_grad.py).
 
 The kernel is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP
 and ninja are needed; about 25 seconds, once: torch caches the build under
