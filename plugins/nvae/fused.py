@@ -10,12 +10,13 @@ that input and the batch statistics of the forward pass, which are saved (per ch
 the recomputation does not repeat the reductions and gives the same values as the forward pass.
 
 The kernels are PyTorch's own (``native_batch_norm`` and its backward, ``silu_backward``,
-``convolution_backward``; on CPU a depthwise weight gradient comes from genzoo's compiled kernel,
-:mod:`.cpu_kernels`, where it is available), so the results agree with the unfused modules to floating-point
-rounding (``tests/test_fast_paths.py`` checks 1e-5 in fp32). The fused path is taken only where
-it is exactly the modules' math: a plain ``nn.BatchNorm2d`` using batch statistics (training),
-a ``nn.Conv2d`` with zero padding, and all tensors in one floating dtype outside autocast.
-Anything else (``SyncBatchNorm`` under DDP, eval mode, autocast) runs the modules themselves.
+``convolution_backward``; on CPU a depthwise weight gradient comes from genzoo's compiled
+kernel, :mod:`.cpu_kernels`, where it is available), so the results agree with the unfused
+modules to floating-point rounding (``tests/test_fast_paths.py`` checks 1e-5 in fp32). The fused
+path is taken only where it is exactly the modules' math: a plain ``nn.BatchNorm2d`` using batch
+statistics (training), a ``nn.Conv2d`` with zero padding, and all tensors in one floating dtype
+outside autocast. Anything else (``SyncBatchNorm`` under DDP, eval mode, autocast) runs the
+modules themselves.
 
 :func:`bn_conv_bn` goes one step further for the cell's first BN -> 1x1 conv -> BN: in training
 both BatchNorms are affine maps whose coefficients depend only on batch statistics, and the
@@ -211,8 +212,8 @@ def bn_conv_bn(
     output by a constant that ``bn_out`` subtracts again, so
     ``bn_out(conv(bn_in(x))) = (diag(t) W') (x - m) + b'``, with ``b'`` ``bn_out``'s bias (the
     convolution takes the centred ``x - m``, as the modules' arithmetic does, so that a large
-    mean does not cancel in float32)
-    Running statistics are updated as the modules would (``update_stats``).
+    mean does not cancel in float32). Running statistics are updated as the modules would
+    (``update_stats``).
     """
     if not (fuse and can_fold(x, bn_in, conv, bn_out)):
         h = conv(batch_norm(x, bn_in, update_stats=update_stats))
