@@ -186,8 +186,8 @@ def _print_plan(experiment, only) -> int:
     from genzoo.experiment.runner import check_compositions, load_plugins
 
     host = get_host()
-    load_plugins(experiment, host)
     runs = experiment.select(only)
+    load_plugins(experiment, host, runs)
     data_problems: list[str] = []
     counts = check_compositions(runs, host, {}, data_problems=data_problems)
     profile = f" (profile {experiment.profile})" if experiment.profile else ""

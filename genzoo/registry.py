@@ -140,6 +140,18 @@ class Registry:
         if kind not in KINDS:
             raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}")
         entry = self._entries.get(key)
+        namespace = namespace_of(key)
+        missing_plugin = "." in key and not difflib.get_close_matches(
+            namespace, self.namespaces(), n=1, cutoff=0.75
+        )
+        if entry is None and missing_plugin:
+            # No plugin of that name is loaded (a misspelt namespace, 'nvea.', is a typo instead).
+            raise UnknownKeyError(
+                f"unknown {kind} key {key!r}: no loaded plugin provides keys '{namespace}.*' "
+                f"(loaded: {', '.join(f'{n}.*' for n in self.namespaces()) or 'none'}). Install the plugin that "
+                "provides them (an installed package is found through its 'genzoo.plugins' entry "
+                "point) or list its module under the experiment file's 'plugins:'"
+            )
         if entry is None:
             known = [e.key for e in self._entries.values() if e.kind == kind]
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
@@ -184,6 +196,14 @@ class Registry:
         ]
         return sorted(found, key=lambda e: (e.kind, e.key))
 
+    def namespaces(self) -> list[str]:
+        """The ``plugin`` parts of the registered ``plugin.component`` keys, sorted."""
+        return sorted({namespace_of(key) for key in self._entries})
+
+    def has_namespace(self, namespace: str) -> bool:
+        """Whether some registered key is ``namespace.<something>``."""
+        return any(namespace_of(key) == namespace for key in self._entries)
+
     def keys(self, kind: str | None = None) -> list[str]:
         return [e.key for e in self.list(kind=kind)]
 
@@ -195,6 +215,11 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def namespace_of(key: str) -> str:
+    """``"vdvae"`` for ``"vdvae.bottleneck_cell"``: the part that names the providing plugin."""
+    return key.split(".", 1)[0]
 
 
 def register_modules(registry: Registry, package: str, modules: Iterable[str]) -> None:

@@ -4,6 +4,7 @@ import importlib
 import sys
 
 import pytest
+import torch
 from example_plugin import forget_example, install_example
 
 import genzoo
@@ -40,3 +41,20 @@ def example(site_dir, monkeypatch):
     monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV, raising=False)
     yield install_example(site_dir, monkeypatch)
     forget_example()
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A state-dict file of torch-fidelity's FID Inception-v3 with random weights: the layout of
+    the real ``weights-inception-2015-12-05-6726825d.pth``, which cannot be downloaded here,
+    loaded through ``feature_extractor_weights_path`` as an offline machine loads the real one."""
+    from torch_fidelity import feature_extractor_inceptionv3 as inception
+
+    with pytest.MonkeyPatch.context() as patch:  # build the network without fetching its weights
+        patch.setattr(inception, "load_state_dict_from_url", lambda *a, **k: None)
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
+    torch.save(net.state_dict(), path)
+    return path

@@ -110,6 +110,30 @@ def test_unknown_registry_key_gets_suggestions(tmp_path):
     assert_clean_error(out, "regularizer 'spectral'", "did you mean 'nvae.spectral_regularizer'?")
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_required_plugin_that_is_missing_is_named_with_its_install_hint(tmp_path, command):
+    text = EXPERIMENT.replace(
+        "seeds: [0]\n", "seeds: [0]\nrequires: {vdvae: pip install ./examples/genzoo-plugin-example}\n"
+    ).replace("hierarchy: {key: baselines.standard_vae", "hierarchy: {key: vdvae.hierarchy")
+    extra = ["--out", "out"] if command == "run" else []
+    out = cli(command, str(write_experiment(tmp_path, text)), *extra, cwd=tmp_path)
+    assert_clean_error(
+        out,
+        "exp.yaml:3:",
+        "requires plugins that are not loaded here: 'vdvae.*' keys: pip install ./examples/genzoo-plugin-example",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_of_no_loaded_plugin_says_a_plugin_is_missing(tmp_path):
+    exp = write_experiment(
+        tmp_path, EXPERIMENT.replace("hierarchy: {key: baselines.standard_vae", "hierarchy: {key: vdvae.hierarchy")
+    )
+    out = cli("validate", str(exp), cwd=tmp_path)
+    assert_clean_error(out, "unknown hierarchy key 'vdvae.hierarchy': no loaded plugin provides keys 'vdvae.*'")
+    assert "did you mean" not in out.stderr
+
+
 def test_key_of_the_wrong_kind_says_which_kind(tmp_path):
     exp = write_experiment(
         tmp_path, EXPERIMENT.replace("spectral: nvae.spectral_regularizer", "spectral: nvae.se")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import textwrap
+
+import pytest
 import torch
 from engine_helpers import TinyVAE
 from torch import nn
 
-from genzoo.engine import parameter_counts, peak_memory_bytes, sampling_speed
+from genzoo.engine import efficiency, parameter_counts, peak_memory_bytes, sampling_speed
 from genzoo.engine.efficiency import Throughput
+from genzoo.experiment.runner import run_matrix
+from genzoo.experiment.spec import load_experiment
 
 
 def test_parameters_are_grouped_by_top_level_module():
@@ -45,3 +52,52 @@ def test_throughput_and_sampling_speed_are_positive():
         meter.step(8)
     assert meter.rate > 0
     assert sampling_speed(TinyVAE(), batch_size=4, batches=2) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the per-run CPU peak needs Linux /proc")
+def test_each_run_of_a_matrix_gets_its_own_peak_memory(tmp_path):
+    # A large model then a tiny one in one process: the tiny run's figure must not carry the
+    # large run's peak (as the process-wide peak RSS would).
+    text = textwrap.dedent(
+        """\
+        name: memory
+        data:
+          dataset: {key: data.shapes, image_size: 64, channels: 1, num_bits: 1, num_train: 256, num_test: 8}
+        training: {steps: 2, batch_size: 128, precision: fp32, progress_bar: false, checkpoint_every: 0}
+        evaluation: {batch_size: 8, iw_samples: 0, num_samples: 0, speed_batches: 0, bn_readjust: false}
+        variants:
+          large:
+            hierarchy: {key: baselines.standard_vae, num_channels: 96, latent_chs: 8, num_downsamples: 2}
+          tiny:
+            hierarchy: {key: baselines.standard_vae, num_channels: 4, latent_chs: 2, num_downsamples: 2}
+            training: {batch_size: 4}
+        """
+    )
+    (tmp_path / "memory.yaml").write_text(text)
+    outcome = run_matrix(load_experiment(tmp_path / "memory.yaml"), tmp_path / "out", echo=lambda _: None)
+    assert outcome.finished == ["large/seed0", "tiny/seed0"]
+    rows = {r["run"]: r for r in json.loads((outcome.exp_dir / "results.json").read_text())}
+    large, tiny = rows["large"], rows["tiny"]
+    assert large["peak_memory_scope"] == tiny["peak_memory_scope"] == "run_rss"
+    assert large["peak_memory_bytes"] - tiny["peak_memory_bytes"] > 200 * 2**20, (large, tiny)
+    assert "Peak memory: peak resident set size of the process during the run" in (
+        outcome.exp_dir / "report.md"
+    ).read_text()
+
+
+def test_where_the_peak_cannot_be_reset_the_figure_says_it_covers_the_process(monkeypatch, tmp_path):
+    monkeypatch.setattr(efficiency, "_CLEAR_REFS", tmp_path / "missing" / "clear_refs")
+    scope = efficiency.reset_peak_memory(torch.device("cpu"))
+    assert scope == "process_rss"
+    assert "includes earlier runs" in efficiency.PEAK_SCOPES[scope]
+    assert efficiency.peak_memory_bytes(torch.device("cpu"), scope) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the per-run CPU peak needs Linux /proc")
+def test_a_reset_peak_starts_below_an_earlier_larger_one():
+    block = torch.ones(256 * 2**20 // 4)  # 256 MiB, touched
+    before = efficiency.peak_memory_bytes(torch.device("cpu"), "run_rss")
+    del block
+    scope = efficiency.reset_peak_memory(torch.device("cpu"))
+    after = efficiency.peak_memory_bytes(torch.device("cpu"), scope)
+    assert scope == "run_rss" and after < before - 128 * 2**20

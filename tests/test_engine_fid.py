@@ -1,18 +1,24 @@
-"""FID: the Fréchet distance against scipy, streaming statistics against numpy, and the cache
-of reference statistics (with a stand-in feature extractor: Inception weights are not
-downloadable on these machines)."""
+"""FID: the Fréchet distance against scipy, streaming statistics against numpy, the cache of
+reference statistics, and the whole path through torch-fidelity's Inception offline (its real
+weights cannot be downloaded here: the ``inception_weights`` fixture saves a randomly
+initialised network of the same layout, loaded as an offline machine loads the real file)."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from engine_helpers import TinyVAE, ToyImages
+from torch_fidelity import metric_fid
 
 from genzoo import ConfigError
 from genzoo.engine import frechet_distance
+from genzoo.engine.config import EvalConfig
+from genzoo.engine.evaluator import evaluate
+from genzoo.engine import fid
 from genzoo.engine.fid import FeatureStatistics, cache_file_for, fid_score, inception_extractor, to_uint8_rgb
 
 
@@ -106,22 +112,20 @@ def test_grey_images_become_uint8_rgb():
     assert rgb[0, :, 0].tolist() == [[0, 128, 255]] * 3
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed"
-)
-def test_without_the_fid_extra_the_error_says_what_to_install():
+def test_without_the_fid_extra_the_error_says_what_to_install(monkeypatch):
+    # torch-fidelity is a dev dependency, so its absence is simulated: a None entry in
+    # sys.modules makes the import fail as it does where the extra is not installed.
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
     with pytest.raises(ConfigError, match=r"pip install 'genzoo\[fid\]'"):
         inception_extractor(None, torch.device("cpu"))
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
-    pytest.importorskip("torch_fidelity")
     with pytest.raises(ConfigError, match="fid_weights_path"):
         inception_extractor(str(tmp_path / "nope.pth"), torch.device("cpu"))
 
 
-def test_agrees_with_torch_fidelity_when_installed():
-    metric_fid = pytest.importorskip("torch_fidelity.metric_fid")
+def test_agrees_with_torch_fidelity():
     a, b = _features(200, 12, seed=5), _features(150, 12, seed=6, shift=0.5)
     stats = [{"mu": f.mean(0), "sigma": np.cov(f, rowvar=False)} for f in (a, b)]
     theirs = metric_fid.fid_statistics_to_metric(stats[0], stats[1], verbose=False)[metric_fid.KEY_METRIC_FID]
@@ -132,16 +136,54 @@ def test_agrees_with_torch_fidelity_when_installed():
     assert ours == pytest.approx(theirs, rel=1e-6)
 
 
-def test_torch_fidelity_inception_runs_from_a_local_weights_file(tmp_path, monkeypatch):
-    inception = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-    # Real weights cannot be downloaded here: save a randomly initialized network's state dict and
-    # load it through the configurable path, as an offline machine would load the real file.
-    with monkeypatch.context() as patch:
-        patch.setattr(inception, "load_state_dict_from_url", lambda *a, **k: None)
-        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    weights = tmp_path / "inception.pth"
-    torch.save(net.state_dict(), weights)
-    extract = inception_extractor(str(weights), torch.device("cpu"))
+def test_torch_fidelity_inception_runs_from_a_local_weights_file(inception_weights):
+    extract = inception_extractor(str(inception_weights), torch.device("cpu"))
     features = extract(to_uint8_rgb(torch.rand(2, 1, 28, 28)))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+# 22 images give rank-deficient 2048x2048 covariances: sqrtm warns, yet agrees to 1e-4.
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_whole_fid_path_offline_equals_scipy_on_the_same_features(inception_weights, tmp_path, monkeypatch):
+    """evaluate(fid=True) end to end, offline: torch-fidelity's Inception (random weights of the
+    real layout) on the model's samples and on the reference split, the reference statistics
+    cached and reused, and the figure equal to scipy's sqrtm formula on the very features the
+    Inception network produced."""
+    features: list[np.ndarray] = []
+    real_extractor = fid.inception_extractor
+
+    def recording_extractor(weights_path, device):
+        extract = real_extractor(weights_path, device)
+
+        def record(images):
+            out = extract(images)
+            features.append(out.double().numpy())
+            return out
+
+        return record
+
+    monkeypatch.setattr(fid, "inception_extractor", recording_extractor)
+    torch.manual_seed(0)
+    model = TinyVAE(image_shape=(1, 8, 8))
+    reference = ToyImages(12, size=8)
+    config = EvalConfig(
+        batch_size=6,
+        iw_samples=0,
+        num_samples=0,
+        speed_batches=0,
+        bn_readjust=False,
+        fid=True,
+        fid_num_samples=10,
+        fid_weights_path=str(inception_weights),
+        fid_cache_dir=str(tmp_path / "fid"),
+    )
+    first = evaluate(model, reference, config, device="cpu", dataset_name="toy", seed=3)["fid"]
+    (cache,) = (tmp_path / "fid").glob("toy-*.pt")
+    assert torch.load(cache, weights_only=True)["count"] == 12
+    assert [len(f) for f in features] == [6, 6, 6, 4]  # reference first, then the samples
+    ref_features, gen_features = np.concatenate(features[:2]), np.concatenate(features[2:])
+    assert first == pytest.approx(_scipy_fid(gen_features, ref_features), rel=1e-4)
+
+    second = evaluate(model, reference, config, device="cpu", dataset_name="toy", seed=3)["fid"]
+    assert [len(f) for f in features[4:]] == [6, 4], "the reference set was read again despite its cache"
+    assert second == pytest.approx(first, rel=1e-9)

@@ -6,10 +6,13 @@ parameters, and what do they cost in images per second and memory?
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -76,20 +79,67 @@ def sampling_speed(model, *, batch_size: int, batches: int, temperature: float =
     return batch_size * batches / max(elapsed, 1e-9)
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak on CUDA; the CPU peak (max RSS) cannot be reset and covers the process."""
+PEAK_SCOPES = {
+    "cuda_allocated": "peak memory allocated by PyTorch on the GPU during the run",
+    "run_rss": "peak resident set size of the process during the run (Linux, reset at its start)",
+    "process_rss": "peak resident set size of the whole process so far (it cannot be reset here, so "
+    "it includes earlier runs of the same process)",
+}
+"""What a ``peak_memory_bytes`` figure measures, by the ``peak_memory_scope`` a run records."""
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> str:
+    """Start a new peak and return its scope (a key of :data:`PEAK_SCOPES`).
+
+    On CUDA: PyTorch's allocator statistics. On Linux CPUs: memory freed by earlier work is
+    first handed back to the system (garbage collection, glibc's ``malloc_trim``), then the
+    kernel's high-water mark ``VmHWM`` is restarted from the current resident set
+    (``/proc/self/clear_refs``), so the figure covers this run rather than every run the
+    process made. Elsewhere the process-wide peak (``getrusage``) is all there is."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return "cuda_allocated"
+    gc.collect()
+    _malloc_trim()
+    try:
+        _CLEAR_REFS.write_text("5")
+        _vm_hwm()
+    except (OSError, ValueError):
+        return "process_rss"
+    return "run_rss"
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, the process's peak resident set
-    size (``getrusage``) on CPU."""
+def peak_memory_bytes(device: torch.device, scope: str | None = None) -> int:
+    """Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident set
+    size, since the last :func:`reset_peak_memory` when ``scope`` is its ``"run_rss"`` (Linux
+    ``VmHWM``), else of the whole process (``getrusage``)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    if scope == "run_rss":
+        return _vm_hwm()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports kilobytes, macOS bytes.
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _vm_hwm() -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError("no VmHWM in /proc/self/status")
+
+
+def _malloc_trim() -> None:
+    """Return glibc's free heap memory to the system (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        pass
 
 
 class Throughput:

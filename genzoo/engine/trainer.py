@@ -402,7 +402,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         step = self.start_step
         self.run.step = step
-        reset_peak_memory(self.device)
+        self.peak_scope = reset_peak_memory(self.device)
         throughput = Throughput()
         logger = RunLogger(
             self.out_dir,
@@ -529,7 +529,8 @@ class Trainer:
             "params": counts["total"],
             **{f"params_{k}": v for k, v in counts.items() if k != "total"},
             "train_images_per_s": throughput.rate,
-            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "peak_memory_bytes": peak_memory_bytes(self.device, self.peak_scope),
+            "peak_memory_scope": self.peak_scope,
             "wall_time_s": time.perf_counter() - wall_start,
             "device": str(self.device),
             "precision": self.precision,

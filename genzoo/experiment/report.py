@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genzoo.atomic import atomic_write_bytes, atomic_write_text
+from genzoo.engine.efficiency import PEAK_SCOPES
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ def render_report(exp_dir: Path, *, title: str | None = None) -> dict[str, Path]
         for name in variants
     ]
     md.append(_markdown_table(header, table_rows) if table_rows else "_no finished variant runs yet_")
+    memory_note = _peak_memory_note(rows)
+    if memory_note and any(c.key == "peak_memory_mb" for c in columns):
+        md += ["", memory_note]
     if ablations:
         md += ["", "## Ablations", ""]
         md.append(
@@ -195,6 +199,16 @@ def render_report(exp_dir: Path, *, title: str | None = None) -> dict[str, Path]
     if not curves:
         paths.pop("curves")
     return paths
+
+
+def _peak_memory_note(rows: list[dict[str, Any]]) -> str:
+    """What the peak-memory column measures, from the scopes the runs recorded."""
+    scopes = sorted({r["peak_memory_scope"] for r in rows if r.get("peak_memory_scope") in PEAK_SCOPES})
+    if not scopes:
+        return ""
+    return "Peak memory: " + "; ".join(
+        PEAK_SCOPES[s] + (f" ({s})" if len(scopes) > 1 else "") for s in scopes
+    ) + "."
 
 
 def _short(value: Any) -> str:

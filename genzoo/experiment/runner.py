@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ from typing import Any
 import torch
 
 from genzoo.atomic import atomic_write_text
-from genzoo.discovery import PluginHost, get_host
+from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.experiment.outputs import ExperimentDir, RunPaths
 from genzoo.experiment.report import render_report
 from genzoo.experiment.spec import Experiment, RunSpec
 from genzoo.interfaces import Hierarchy, ImageDataset, Regularizer
+from genzoo.registry import namespace_of
 from genzoo.spec import ComponentSpec
 
 Printer = Callable[[str], None]
@@ -50,10 +52,38 @@ class MatrixOutcome:
         return 1 if self.failed else 0
 
 
-def load_plugins(experiment: Experiment, host: PluginHost) -> None:
-    """Load the plugin modules the experiment file lists (once per host)."""
+def load_plugins(experiment: Experiment, host: PluginHost, runs: list[RunSpec] | None = None) -> None:
+    """Load the plugin modules the experiment file lists (once per host), then check that a
+    plugin provides each key namespace the file ``requires`` and ``runs`` (default: all) use,
+    naming how to get the ones missing."""
     for module in experiment.plugins:
         host.load_module(module, source="experiment")
+    used = set()
+    for run in experiment.runs if runs is None else runs:
+        used |= _namespaces_in(run.to_config())
+    missing = {
+        ns: hint
+        for ns, hint in experiment.requires.items()
+        if ns in used and not host.registry.has_namespace(ns)
+    }
+    if missing:
+        wanted = "; ".join(f"'{ns}.*' keys: {hint}" if hint else f"'{ns}.*' keys" for ns, hint in missing.items())
+        autoload_off = os.environ.get(DISABLE_AUTOLOAD_ENV)
+        raise ConfigError(
+            f"{experiment.requires_origin}: requires plugins that are not loaded here: {wanted}. "
+            f"(loaded: {', '.join(f'{n}.*' for n in host.registry.namespaces())}"
+            + (f"; {DISABLE_AUTOLOAD_ENV} is set, so installed plugins were not loaded" if autoload_off else "")
+            + ")"
+        )
+
+
+def _namespaces_in(config: Any) -> set[str]:
+    """The ``plugin`` parts of every ``plugin.component`` string in a run's resolved config."""
+    if isinstance(config, dict):
+        return set().union(*map(_namespaces_in, config.values())) if config else set()
+    if isinstance(config, list):
+        return set().union(*map(_namespaces_in, config)) if config else set()
+    return {namespace_of(config)} if isinstance(config, str) and "." in config else set()
 
 
 def build_dataset(spec: ComponentSpec, host: PluginHost, cache: dict[str, ImageDataset]) -> ImageDataset:
@@ -157,8 +187,8 @@ def run_matrix(
 ) -> MatrixOutcome:
     """Train and evaluate every selected run, skipping finished ones; render the report."""
     host = host or get_host()
-    load_plugins(experiment, host)
     runs = experiment.select(only)
+    load_plugins(experiment, host, runs)
     datasets: dict[str, ImageDataset] = {}
     check_compositions(runs, host, datasets)
     exp_dir = ExperimentDir(out_root, experiment)

@@ -6,6 +6,7 @@ An experiment file declares (see ``docs/experiments.md`` for every key)::
     name: quickstart                 # the output folder's name
     seeds: [0, 1]
     plugins: [my_package.my_plugin]  # extra plugin modules to load
+    requires: {vdvae: "pip install genzoo-plugin-example"}  # key namespaces and how to get them
     data: {dataset: {key: data.shapes, image_size: 32}}
     training: {...}                  # genzoo.engine.TrainConfig fields
     evaluation: {...}                # genzoo.engine.EvalConfig fields
@@ -45,6 +46,7 @@ TOP_LEVEL_KEYS = (
     "description",
     "seeds",
     "plugins",
+    "requires",
     "data",
     "training",
     "evaluation",
@@ -131,6 +133,8 @@ class Experiment:
     overrides: list[str]
     runs: list[RunSpec]
     profiles: list[str]
+    requires: dict[str, str] = field(default_factory=dict)  # key namespace -> how to install it
+    requires_origin: str = ""  # file:line of ``requires``, for error messages
 
     def select(self, only: list[str] | None) -> list[RunSpec]:
         """The runs whose name is in ``only`` (all when ``only`` is empty)."""
@@ -271,6 +275,17 @@ def resolve_experiment(
     plugins = doc.get("plugins") or []
     if not (isinstance(plugins, list) and all(isinstance(p, str) and p for p in plugins)):
         raise located(source, ("plugins",), f"expected a list of module names, got {plugins!r}")
+    requires = doc.get("requires") or {}
+    if not (
+        isinstance(requires, Mapping)
+        and all(isinstance(k, str) and k and "." not in k and isinstance(v, str) for k, v in requires.items())
+    ):
+        raise located(
+            source,
+            ("requires",),
+            "expected a mapping of key namespace -> how to get the plugin, e.g. "
+            f"{{vdvae: 'pip install genzoo-plugin-example'}}; got {requires!r}",
+        )
 
     data = _data_spec(doc.get("data"), source)
     training = doc.get("training") or {}
@@ -350,6 +365,8 @@ def resolve_experiment(
         overrides=overrides,
         runs=runs,
         profiles=sorted(profiles),
+        requires=dict(requires),
+        requires_origin=source.where(("requires",)),
     )
 
 
