@@ -10,8 +10,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from genzoo.errors import (
@@ -48,13 +51,24 @@ PYTHON_PLUGIN = PluginInfo(name="python", source="python")
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered component."""
+    """One registered component.
+
+    :param accepts: the optional build-time facts this factory takes when whoever composes it
+        has them, beyond the kind's required constructor vocabulary: e.g. ``"num_bits"`` for a
+        hierarchy (the dataset's bit depth) or ``"expansion"`` for a cell (the slot's expansion
+        ratio). A composer passes such a fact only to factories that declare it, so nothing
+        reads signatures and no factory takes an option only to ignore it.
+    :param example: options that build a small instance (seconds on a CPU), used by
+        :mod:`genzoo.testing` and the documentation; empty when the defaults are small already.
+    """
 
     kind: str
     key: str
     factory: Callable[..., Any]
     description: str
     plugin: PluginInfo = field(default=PYTHON_PLUGIN)
+    accepts: frozenset[str] = frozenset()
+    example: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Registry:
@@ -75,6 +89,8 @@ class Registry:
         factory: Callable[..., Any],
         *,
         description: str = "",
+        accepts: Iterable[str] = (),
+        example: Mapping[str, Any] | None = None,
     ) -> Entry:
         """Register ``factory`` as the component ``key`` of ``kind``.
 
@@ -86,6 +102,9 @@ class Registry:
             kind's interface (usually the class itself).
         :param description: one line shown by ``genzoo list``; defaults to the first line of
             the factory's docstring.
+        :param accepts: optional build-time facts the factory takes (see :class:`Entry`):
+            ``"num_bits"`` (hierarchies), ``"expansion"`` (cells).
+        :param example: options for a small instance, used by :mod:`genzoo.testing`.
         :raises DuplicateKeyError: if ``key`` is already registered, naming both plugins.
         """
         if kind not in KINDS:
@@ -113,7 +132,26 @@ class Registry:
         if not description:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
-        entry = Entry(kind, key, factory, description, self._current_plugin)
+        unknown = sorted(set(accepts) - set(BUILD_FACTS))
+        if isinstance(accepts, str) or unknown:
+            raise RegistryError(
+                f"plugin {self._current_plugin.describe()} registers {kind} {key!r} accepting "
+                f"{unknown or accepts!r}; expected a list of: {', '.join(BUILD_FACTS)}"
+            )
+        if example is not None and not isinstance(example, Mapping):
+            raise RegistryError(
+                f"plugin {self._current_plugin.describe()} registers {kind} {key!r} with example "
+                f"{example!r}; expected a mapping of options"
+            )
+        entry = Entry(
+            kind,
+            key,
+            factory,
+            description,
+            self._current_plugin,
+            accepts=frozenset(accepts),
+            example=MappingProxyType(dict(example or {})),
+        )
         self._entries[key] = entry
         return entry
 
@@ -173,7 +211,8 @@ class Registry:
         """
         entry = self.get(kind, key)
         try:
-            obj = entry.factory(**kwargs)
+            with self.as_current():
+                obj = entry.factory(**kwargs)
         except TypeError as exc:
             raise RegistryError(f"{kind} {key!r} rejected its options {sorted(kwargs)}: {exc}") from exc
         expected = KINDS[kind]
@@ -184,6 +223,18 @@ class Registry:
                 f"{expected.__module__}.{expected.__qualname__}"
             )
         return obj
+
+    @contextmanager
+    def as_current(self) -> Iterator[Registry]:
+        """Make this the registry that nested components are built from (see
+        :func:`current_registry`) inside the ``with`` block. :meth:`create` does this around
+        every factory call, as timm's ``set_layer_config`` does around model creation, so a
+        hierarchy builds its cells from the registry it was itself created from."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
 
     def list(self, pattern: str = "*", kind: str | None = None) -> list[Entry]:
         """Entries whose key matches the shell-style ``pattern``, sorted by kind then key."""
@@ -215,6 +266,18 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+BUILD_FACTS = ("expansion", "num_bits")
+"""The optional build-time facts a factory may declare it ``accepts`` (see :class:`Entry`)."""
+
+_current: ContextVar[Registry | None] = ContextVar("genzoo_current_registry", default=None)
+
+
+def current_registry() -> Registry | None:
+    """The registry of the component being built (:meth:`Registry.as_current`), or None outside
+    any build; :meth:`genzoo.ComponentSpec.build` then uses the process-wide registry."""
+    return _current.get()
 
 
 def namespace_of(key: str) -> str:

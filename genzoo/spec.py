@@ -12,7 +12,7 @@ from typing import Any
 
 from genzoo.discovery import get_registry
 from genzoo.errors import ConfigError
-from genzoo.registry import Registry
+from genzoo.registry import Entry, Registry, current_registry
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,22 @@ class ComponentSpec:
 
     def build(self, kind: str, registry: Registry | None = None, /, **extra: Any) -> Any:
         """Create the component; ``extra`` (set by the caller, e.g. channel counts) wins over
-        options of the same name."""
-        if registry is None:
-            registry = get_registry()
-        return registry.create(kind, self.key, **{**self.options, **extra})
+        options of the same name. The registry is, in order: ``registry``, the one the
+        enclosing component is being built from (:func:`genzoo.current_registry`), the
+        process-wide one."""
+        return _registry(registry).create(kind, self.key, **{**self.options, **extra})
+
+    def entry(self, kind: str, registry: Registry | None = None) -> Entry:
+        """The registry entry of this spec's key (same registry rules as :meth:`build`)."""
+        return _registry(registry).get(kind, self.key)
 
     def to_config(self) -> dict[str, Any]:
         return {"key": self.key, **self.options}
+
+
+def _registry(given: Registry | None) -> Registry:
+    # Explicit None checks: a registry with no entries is falsy (it has a length).
+    if given is not None:
+        return given
+    current = current_registry()
+    return current if current is not None else get_registry()

@@ -498,11 +498,15 @@ def test_nvae_batchnorm_eps_and_momentum(registry):
         assert bns and all(m.eps == 1e-5 and m.momentum == 0.05 for m in bns), key
 
 
-def test_conv_cell_has_a_1x1_skip_and_ignores_expansion(registry):
-    cell = make_cell(registry, "baselines.conv_cell", 4, 8, resample="down", expansion=6)
+def test_conv_cell_has_a_1x1_skip_and_takes_no_expansion(registry):
+    cell = make_cell(registry, "baselines.conv_cell", 4, 8, resample="down")
     assert cell.skip.kernel_size == (1, 1) and cell.skip.stride == (2, 2)
-    plain = make_cell(registry, "baselines.conv_cell", 4, 8, resample="down")
-    assert sum(p.numel() for p in cell.parameters()) == sum(p.numel() for p in plain.parameters())
+    # It does not declare an expansion, so a hierarchy's decoder slot never passes it one (it
+    # used to take one only to ignore it); asked for one directly, it refuses.
+    assert "expansion" not in registry.get("cell", "baselines.conv_cell").accepts
+    assert "expansion" in registry.get("cell", "nvae.separable_cell").accepts
+    with pytest.raises(genzoo.RegistryError, match="expansion"):
+        make_cell(registry, "baselines.conv_cell", 4, 8, resample="down", expansion=6)
 
 
 # --- weight normalization ------------------------------------------------------------------

@@ -161,8 +161,8 @@ class StubLogistic(genzoo.OutputLikelihood):
 def stub_registry() -> genzoo.Registry:
     reg = genzoo.Registry()
     reg.add("cell", "nvae.residual_cell", StubCell)
-    reg.add("cell", "nvae.separable_cell", StubExpansionCell)
-    reg.add("cell", "baselines.conv_cell", StubExpansionCell)
+    reg.add("cell", "nvae.separable_cell", StubExpansionCell, accepts=["expansion"])
+    reg.add("cell", "baselines.conv_cell", StubExpansionCell, accepts=["expansion"])
     reg.add("gate", "nvae.se", StubGate)
     reg.add("gate", "baselines.none_gate", StubNoGate)
     reg.add("latent_group", "nvae.residual_normal", StubResidualNormal)
@@ -172,6 +172,17 @@ def stub_registry() -> genzoo.Registry:
     hierarchy.register(reg)
     standard_vae.register(reg)
     return reg
+
+
+def nvae_in(registry: genzoo.Registry, **options) -> NVAEHierarchy:
+    """NVAE's hierarchy constructed directly, its components taken from ``registry``."""
+    with registry.as_current():
+        return NVAEHierarchy(**options)
+
+
+def standard_vae_in(registry: genzoo.Registry, **options) -> standard_vae.StandardVAE:
+    with registry.as_current():
+        return standard_vae.StandardVAE(**options)
 
 
 REAL_MODULES = (
@@ -290,7 +301,6 @@ def test_nvae_layouts_train_and_sample(registry, layout):
         "hierarchy",
         "nvae.hierarchy",
         image_shape=shape,
-        registry=registry,
         **TINY,
         num_cells_per_group_enc=1,
         num_cells_per_group_dec=1,
@@ -311,14 +321,12 @@ def test_nvae_layouts_train_and_sample(registry, layout):
 
 
 def test_vanilla_layout_has_no_towers_nor_combiners():
-    model = NVAEHierarchy(
-        registry=stub_registry(), image_shape=(3, 16, 16), num_latent_scales=1, num_groups_per_scale=1, **TINY
+    model = nvae_in(
+        stub_registry(), image_shape=(3, 16, 16), num_latent_scales=1, num_groups_per_scale=1, **TINY
     )
     assert model.vanilla and model.decoder_input is None and model.decoder_stem is not None
     assert len(model.encoder_groups) == len(model.encoder_combiners) == len(model.decoder_combiners) == 0
-    assert not NVAEHierarchy(
-        registry=stub_registry(), image_shape=(3, 16, 16), num_groups_per_scale=2, **TINY
-    ).vanilla
+    assert not nvae_in(stub_registry(), image_shape=(3, 16, 16), num_groups_per_scale=2, **TINY).vanilla
 
 
 # -- every mix of keys ----------------------------------------------------------------------------------
@@ -328,8 +336,8 @@ def test_vanilla_layout_has_no_towers_nor_combiners():
 @pytest.mark.parametrize("encoder_cell", ["nvae.residual_cell", "baselines.conv_cell"])
 def test_every_mix_of_cell_gate_and_latent_keys(registry, encoder_cell, decoder_cell, gate, latent):
     torch.manual_seed(0)
-    model = NVAEHierarchy(
-        registry=registry,
+    model = nvae_in(
+        registry,
         image_shape=(3, 8, 8),
         num_groups_per_scale=2,
         encoder_cell=encoder_cell,
@@ -355,8 +363,8 @@ def test_every_mix_of_cell_gate_and_latent_keys(registry, encoder_cell, decoder_
 
 def test_decoder_and_postprocess_cells_get_their_expansion_unless_the_spec_sets_it():
     reg = stub_registry()
-    model = NVAEHierarchy(
-        registry=reg,
+    model = nvae_in(
+        reg,
         image_shape=(3, 8, 8),
         num_groups_per_scale=2,
         **{**TINY, "num_postprocess_cells": 2, "num_preprocess_cells": 2},
@@ -364,8 +372,8 @@ def test_decoder_and_postprocess_cells_get_their_expansion_unless_the_spec_sets_
     assert {cell.expansion for cell in model.decoder_groups[1]} == {6}
     assert {cell.expansion for cell in model.postprocess} == {3}
     assert not any(hasattr(m, "expansion") for m in model.encoder_groups.modules())  # no such keyword
-    model = NVAEHierarchy(
-        registry=reg,
+    model = nvae_in(
+        reg,
         image_shape=(3, 8, 8),
         num_groups_per_scale=2,
         decoder_cell={"key": "nvae.separable_cell", "expansion": 4},
@@ -384,8 +392,8 @@ def zero_conv_(conv: nn.Conv2d) -> None:
 
 def test_padded_mnist_scores_exactly_the_784_interior_pixels(registry):
     torch.manual_seed(0)
-    model = NVAEHierarchy(
-        registry=registry,
+    model = nvae_in(
+        registry,
         image_shape=(1, 28, 28),
         padding=2,
         num_latent_scales=2,
@@ -417,8 +425,8 @@ def test_padded_mnist_scores_exactly_the_784_interior_pixels(registry):
 
 
 def test_padding_is_centred_and_cropped_back():
-    model = NVAEHierarchy(
-        registry=stub_registry(),
+    model = nvae_in(
+        stub_registry(),
         image_shape=(1, 12, 8),
         padding=2,
         num_groups_per_scale=2,
@@ -438,8 +446,8 @@ def test_padding_is_centred_and_cropped_back():
 # -- the bottom-up features reach the decoder in reverse, as official ------------------------------------
 def test_each_group_reads_the_encoder_feature_of_its_mirror_position():
     torch.manual_seed(0)
-    model = NVAEHierarchy(
-        registry=stub_registry(), image_shape=(3, 16, 16), num_latent_scales=2, num_groups_per_scale=2, **TINY
+    model = nvae_in(
+        stub_registry(), image_shape=(3, 16, 16), num_latent_scales=2, num_groups_per_scale=2, **TINY
     )
     outputs, read = [], {}
     for groups in model.encoder_groups:  # finest scale first
@@ -457,8 +465,8 @@ def test_each_group_reads_the_encoder_feature_of_its_mirror_position():
 
 
 def test_top_decoder_input_is_a_learned_tensor_at_the_coarsest_scale():
-    model = NVAEHierarchy(
-        registry=stub_registry(),
+    model = nvae_in(
+        stub_registry(),
         image_shape=(3, 32, 32),
         num_latent_scales=3,
         num_groups_per_scale=2,
@@ -473,14 +481,14 @@ def test_top_decoder_input_is_a_learned_tensor_at_the_coarsest_scale():
 
 # -- likelihood defaults ---------------------------------------------------------------------------------
 def test_likelihood_defaults_follow_the_bit_depth_and_an_explicit_spec_wins(registry):
-    gray = NVAEHierarchy(registry=registry, image_shape=(1, 8, 8), num_groups_per_scale=2, **TINY)
+    gray = nvae_in(registry, image_shape=(1, 8, 8), num_groups_per_scale=2, **TINY)
     assert type(gray.likelihood) is registry.get("likelihood", "nvae.bernoulli").factory
     assert gray.likelihood.num_bits == 1 and gray.likelihood.param_chs == 1
-    rgb = NVAEHierarchy(registry=registry, image_shape=(3, 8, 8), num_groups_per_scale=2, num_bits=5, **TINY)
+    rgb = nvae_in(registry, image_shape=(3, 8, 8), num_groups_per_scale=2, num_bits=5, **TINY)
     assert type(rgb.likelihood) is registry.get("likelihood", "nvae.discretized_mix_logistic").factory
     assert rgb.likelihood.num_bits == 5 and rgb.likelihood.image_chs == 3
-    explicit = NVAEHierarchy(
-        registry=registry,
+    explicit = nvae_in(
+        registry,
         image_shape=(3, 8, 8),
         num_groups_per_scale=2,
         likelihood={"key": "nvae.bernoulli", "num_bits": 1},
@@ -492,8 +500,8 @@ def test_likelihood_defaults_follow_the_bit_depth_and_an_explicit_spec_wins(regi
 
 def test_num_bits_must_agree_with_an_explicit_likelihood_spec():
     with pytest.raises(ValueError, match="num_bits=5"):
-        NVAEHierarchy(
-            registry=stub_registry(),
+        nvae_in(
+            stub_registry(),
             image_shape=(3, 8, 8),
             num_bits=5,
             likelihood={"key": "nvae.discretized_mix_logistic", "num_bits": 8},
@@ -505,11 +513,11 @@ def test_num_bits_must_agree_with_an_explicit_likelihood_spec():
 def test_a_key_of_the_wrong_kind_or_an_unknown_key_is_named():
     reg = stub_registry()
     with pytest.raises(genzoo.WrongKindError, match="nvae.se"):
-        NVAEHierarchy(registry=reg, image_shape=(3, 8, 8), encoder_cell="nvae.se", **TINY)
+        nvae_in(reg, image_shape=(3, 8, 8), encoder_cell="nvae.se", **TINY)
     with pytest.raises(genzoo.WrongKindError, match="nvae.residual_cell"):
-        NVAEHierarchy(registry=reg, image_shape=(3, 8, 8), gate="nvae.residual_cell", **TINY)
+        nvae_in(reg, image_shape=(3, 8, 8), gate="nvae.residual_cell", **TINY)
     with pytest.raises(genzoo.UnknownKeyError, match="nvae.separable_cel"):
-        NVAEHierarchy(registry=reg, image_shape=(3, 8, 8), decoder_cell="nvae.separable_cel", **TINY)
+        nvae_in(reg, image_shape=(3, 8, 8), decoder_cell="nvae.separable_cel", **TINY)
 
 
 @pytest.mark.parametrize(
@@ -526,13 +534,13 @@ def test_a_key_of_the_wrong_kind_or_an_unknown_key_is_named():
 def test_bad_options_raise_value_errors_naming_the_option(options, named):
     kwargs = {"image_shape": (3, 8, 8), **TINY, **options}
     with pytest.raises(ValueError, match=named.replace("(", r"\(")):
-        NVAEHierarchy(registry=stub_registry(), **kwargs)
+        nvae_in(stub_registry(), **kwargs)
 
 
 # -- efficiency columns ---------------------------------------------------------------------------------
 def test_parameter_counts_split_the_total_by_component_kind():
-    model = NVAEHierarchy(
-        registry=stub_registry(), image_shape=(3, 16, 16), num_latent_scales=2, num_groups_per_scale=2, **TINY
+    model = nvae_in(
+        stub_registry(), image_shape=(3, 16, 16), num_latent_scales=2, num_groups_per_scale=2, **TINY
     )
     counts = model.parameter_counts()
     assert sum(counts.values()) == sum(p.numel() for p in model.parameters())
@@ -552,7 +560,6 @@ def test_standard_vae_trains_and_samples(registry, shape):
         num_channels=4,
         latent_chs=2,
         padding=2 if shape[-1] == 28 else 0,
-        registry=registry,
     )
     assert len(model.groups) == 1 and model.groups[0].height == model.padded_shape[0] // 8
     assert type(model.latent_group) is registry.get("latent_group", "baselines.plain_normal").factory
@@ -564,9 +571,7 @@ def test_standard_vae_trains_and_samples(registry, shape):
 
 
 def test_standard_vae_scores_only_the_interior_of_padded_mnist():
-    model = standard_vae.StandardVAE(
-        registry=stub_registry(), image_shape=(1, 28, 28), num_channels=4, latent_chs=2, padding=2
-    )
+    model = standard_vae_in(stub_registry(), image_shape=(1, 28, 28), num_channels=4, latent_chs=2, padding=2)
     assert model.padded_shape == (32, 32)
     with torch.no_grad():
         model.head.weight.zero_()
@@ -577,9 +582,9 @@ def test_standard_vae_scores_only_the_interior_of_padded_mnist():
 
 def test_standard_vae_rejects_bad_options():
     with pytest.raises(ValueError, match="num_downsamples=0"):
-        standard_vae.StandardVAE(registry=stub_registry(), num_downsamples=0)
+        standard_vae_in(stub_registry(), num_downsamples=0)
     with pytest.raises(genzoo.WrongKindError):
-        standard_vae.StandardVAE(registry=stub_registry(), latent_group="nvae.bernoulli", num_channels=4)
+        standard_vae_in(stub_registry(), latent_group="nvae.bernoulli", num_channels=4)
 
 
 # -- NVAE's published architectures, from keys alone ----------------------------------------------------
@@ -694,6 +699,5 @@ def test_image_size_must_fit_the_downsampling(registry, key, layout):
             image_shape=(1, 28, 28),
             num_channels=4,
             latent_chs=2,
-            registry=registry,
             **layout,
         )

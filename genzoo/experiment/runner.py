@@ -10,7 +10,6 @@ its checkpoint and stops the matrix, so that rerunning the command picks up wher
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import traceback
@@ -96,14 +95,11 @@ def build_dataset(spec: ComponentSpec, host: PluginHost, cache: dict[str, ImageD
 def build_model(run: RunSpec, dataset: ImageDataset, host: PluginHost) -> Hierarchy:
     """The run's hierarchy for the dataset's image shape and bit depth, with a clear error when
     the composition cannot work (e.g. a Bernoulli likelihood on 8-bit images)."""
-    entry = host.registry.get("hierarchy", run.hierarchy.key)
     extra: dict[str, Any] = {"image_shape": tuple(dataset.image_shape)}
-    accepts = inspect.signature(entry.factory).parameters
-    if "num_bits" in accepts and "num_bits" not in run.hierarchy.options:
-        extra["num_bits"] = dataset.num_bits
-    if "registry" in accepts:
-        extra["registry"] = host.registry
     try:
+        accepts = run.hierarchy.entry("hierarchy", host.registry).accepts
+        if "num_bits" in accepts and "num_bits" not in run.hierarchy.options:
+            extra["num_bits"] = dataset.num_bits
         model = run.hierarchy.build("hierarchy", host.registry, **extra)
     except GenzooError as exc:
         raise ConfigError(f"{run.origin}: run {run.name!r}: {exc}") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import math
 from pathlib import Path
@@ -36,8 +35,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
         raise ConfigError(f"{config_path}: unreadable run config ({exc})") from exc
     host = get_host()
     extra = {"image_shape": image_shape}
-    entry = host.registry.get("hierarchy", spec.key)
-    if "num_bits" in inspect.signature(entry.factory).parameters and "num_bits" not in spec.options:
+    if "num_bits" in spec.entry("hierarchy", host.registry).accepts and "num_bits" not in spec.options:
         extra["num_bits"] = config.get("num_bits", 8)
     model = spec.build("hierarchy", host.registry, **extra)
     try:

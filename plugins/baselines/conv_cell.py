@@ -24,9 +24,6 @@ class ConvResidualCell(Cell):
     ``resample="down"`` (the first conv then has stride 2 too); when ``resample="up"`` the input
     is upsampled (nearest x2) first, for the branch and the skip alike (computed in the cheaper
     order that gives the same result).
-
-    ``expansion`` is accepted so that the cell drops in where a decoder cell is expected; a
-    standard cell has no expansion and ignores it.
     """
 
     def __init__(
@@ -37,7 +34,6 @@ class ConvResidualCell(Cell):
         resample: str = "none",
         gate_layer: GateLayer | None = None,
         kernel_size: int = 3,
-        expansion: int | None = None,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:

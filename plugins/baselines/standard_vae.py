@@ -42,7 +42,6 @@ class StandardVAE(Hierarchy):
     :param likelihood: output likelihood spec; default as :class:`NVAEHierarchy` (Bernoulli for
         ``num_bits == 1``, 10-mixture discretized logistic otherwise).
     :param num_bits: bit depth of the images; default 1 for one channel, 8 otherwise.
-    :param registry: where the keys are looked up; ``None`` is the process-wide registry.
     """
 
     def __init__(
@@ -56,7 +55,6 @@ class StandardVAE(Hierarchy):
         likelihood: SpecLike | None = None,
         num_bits: int | None = None,
         padding: int = 0,
-        registry: Registry | None = None,
     ) -> None:
         super().__init__(image_shape=image_shape)
         image_chs, height, width = self.image_shape
@@ -72,7 +70,6 @@ class StandardVAE(Hierarchy):
         )
         self.latent_group = ComponentSpec.parse(latent_group, where="latent_group").build(
             "latent_group",
-            registry,
             enc_chs=widths[-1],
             dec_chs=widths[-1],
             latent_chs=self.latent_chs,
@@ -89,7 +86,7 @@ class StandardVAE(Hierarchy):
             )
         )
         self.output_likelihood = build_likelihood(
-            likelihood, image_chs=image_chs, num_bits=num_bits, registry=registry
+            likelihood, image_chs=image_chs, num_bits=num_bits
         )
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Conv2d(c, self.output_likelihood.param_chs, 3, padding=1)
@@ -140,4 +137,6 @@ def register(registry: Registry) -> None:
         "baselines.standard_vae",
         StandardVAE,
         description="A standard conv VAE: one latent group at the bottleneck, N(0, I) prior",
+        accepts=["num_bits"],
+        example=dict(num_channels=8, num_downsamples=2, latent_chs=4),
     )

@@ -117,4 +117,5 @@ def register(registry: genzoo.Registry) -> None:
     registry.add(
         "cell", "nvae.separable_cell", SeparableCell,
         description="NVAE decoder cell: 1x1 expand, 5x5 depthwise, 1x1 project, BN, SE",
+        accepts=["expansion"],  # the hierarchy gives decoder slots 6, post-process slots 3
     )  # fmt: skip

@@ -17,7 +17,6 @@ weight-normalized convolutions and live here.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
-from genzoo.discovery import get_registry
 from genzoo.interfaces import Cell, GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
@@ -91,9 +89,7 @@ def require_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def build_likelihood(
-    spec: SpecLike | None, *, image_chs: int, num_bits: int | None, registry: Registry | None
-) -> OutputLikelihood:
+def build_likelihood(spec: SpecLike | None, *, image_chs: int, num_bits: int | None) -> OutputLikelihood:
     """The output likelihood for ``image_chs``-channel images.
 
     Without ``spec``, NVAE's choice: Bernoulli for binary images, a 10-component discretized
@@ -120,52 +116,34 @@ def build_likelihood(
         else:
             spec = ComponentSpec("nvae.discretized_mix_logistic", {"num_mixtures": 10})
     spec = ComponentSpec.parse(spec, where="likelihood")
-    return spec.build("likelihood", registry, image_chs=image_chs, num_bits=bits)
+    return spec.build("likelihood", image_chs=image_chs, num_bits=bits)
 
 
-def _accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
-    """Whether ``factory(**{name: ...})`` is accepted (a named or ``**kwargs`` parameter)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def _make_gate(spec: ComponentSpec, registry: Registry | None, chs: int) -> nn.Module:
-    return spec.build("gate", registry, chs=chs)
+def _make_gate(spec: ComponentSpec, chs: int) -> nn.Module:
+    return spec.build("gate", chs=chs)
 
 
 class _CellMaker:
-    """Builds cells from specs, each with the shared gate; used during construction only, so
-    the model keeps no reference to the registry."""
+    """Builds cells from specs, each with the shared gate, from the registry the hierarchy is
+    being built from; used during construction only, so the model keeps no reference to it."""
 
-    def __init__(self, registry: Registry | None, gate: SpecLike | None) -> None:
-        self.registry = registry
+    def __init__(self, gate: SpecLike | None) -> None:
         self.gate_layer = None
         if gate is not None:
             gate_spec = ComponentSpec.parse(gate, where="gate")
-            self._entry("gate", gate_spec.key)  # a wrong key fails here, not inside a cell
-            self.gate_layer = functools.partial(_make_gate, gate_spec, registry)
-
-    def _entry(self, kind: str, key: str):
-        return (self.registry if self.registry is not None else get_registry()).get(kind, key)
+            gate_spec.entry("gate")  # a wrong key fails here, not inside a cell
+            self.gate_layer = functools.partial(_make_gate, gate_spec)
 
     def __call__(
         self, spec: ComponentSpec, in_chs: int, out_chs: int, resample: str, expansion: int | None = None
     ) -> Cell:
-        """A cell; ``expansion`` is passed only to cells that take it and whose spec lacks it."""
+        """A cell; ``expansion`` goes to cells whose registration ``accepts`` it and whose spec
+        does not set it."""
         options = dict(spec.options)
-        factory = self._entry("cell", spec.key).factory
-        if expansion is not None and "expansion" not in options and _accepts_keyword(factory, "expansion"):
+        if expansion is not None and "expansion" not in options and "expansion" in spec.entry("cell").accepts:
             options["expansion"] = expansion
         return ComponentSpec(spec.key, options).build(
-            "cell",
-            self.registry,
-            in_chs=in_chs,
-            out_chs=out_chs,
-            resample=resample,
-            gate_layer=self.gate_layer,
+            "cell", in_chs=in_chs, out_chs=out_chs, resample=resample, gate_layer=self.gate_layer
         )
 
 
@@ -228,7 +206,9 @@ class NVAEHierarchy(Hierarchy):
     :param likelihood: output likelihood spec; default Bernoulli when ``num_bits == 1``,
         else a 10-mixture discretized logistic.
     :param num_bits: bit depth of the images; default 1 for one channel, 8 otherwise.
-    :param registry: where the keys are looked up; ``None`` is the process-wide registry.
+
+    Component keys are looked up in the registry the hierarchy is created from
+    (:func:`genzoo.current_registry`; the process-wide one when it is constructed directly).
 
     With one scale of one group the model is the official "vanilla VAE": no tower cells and no
     combiners (``num_cells_per_group_*`` are unused); ``z`` enters the post-process blocks
@@ -260,7 +240,6 @@ class NVAEHierarchy(Hierarchy):
         likelihood: SpecLike | None = None,
         num_bits: int | None = None,
         padding: int = 0,
-        registry: Registry | None = None,
     ) -> None:
         super().__init__(image_shape=image_shape)
         image_chs, height, width = self.image_shape
@@ -294,7 +273,7 @@ class NVAEHierarchy(Hierarchy):
         self.vanilla = num_scales == 1 and num_groups_per_scale == 1
         self._groups = tuple(self._group_infos())
 
-        cell = _CellMaker(registry, gate)
+        cell = _CellMaker(gate)
         encoder_cell = ComponentSpec.parse(encoder_cell, where="encoder_cell")
         decoder_cell = ComponentSpec.parse(decoder_cell, where="decoder_cell")
         preprocess_cell = ComponentSpec.parse(preprocess_cell, where="preprocess_cell")
@@ -336,7 +315,6 @@ class NVAEHierarchy(Hierarchy):
         self.latent_groups = nn.ModuleList(
             latent_spec.build(
                 "latent_group",
-                registry,
                 enc_chs=self.chs_at_scale(info.scale),
                 dec_chs=self.chs_at_scale(info.scale),
                 latent_chs=self.latent_chs,
@@ -383,7 +361,7 @@ class NVAEHierarchy(Hierarchy):
         self.postprocess = nn.Sequential(*post)
 
         self.output_likelihood = build_likelihood(
-            likelihood, image_chs=image_chs, num_bits=num_bits, registry=registry
+            likelihood, image_chs=image_chs, num_bits=num_bits
         )
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Sequential(nn.ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
@@ -506,4 +484,15 @@ def register(registry: Registry) -> None:
         "nvae.hierarchy",
         NVAEHierarchy,
         description="NVAE: latent groups over several scales, residual cells, learned top input",
+        accepts=["num_bits"],
+        example=dict(
+            num_channels=8,
+            num_latent_scales=2,
+            num_groups_per_scale=2,
+            latent_chs=4,
+            num_preprocess_cells=1,
+            num_postprocess_cells=1,
+            num_cells_per_group_enc=1,
+            num_cells_per_group_dec=1,
+        ),
     )

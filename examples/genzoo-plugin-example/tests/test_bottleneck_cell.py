@@ -113,7 +113,6 @@ def test_replaces_every_cell_of_an_nvae_hierarchy(host):
         num_latent_scales=2,
         num_groups_per_scale=1,
         latent_chs=4,
-        registry=host.registry,
         **cells,
     )
     assert any(isinstance(m, BottleneckCell) for m in model.modules())
