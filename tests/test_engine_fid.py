@@ -15,10 +15,9 @@ from engine_helpers import TinyVAE, ToyImages
 from torch_fidelity import metric_fid
 
 from genzoo import ConfigError
-from genzoo.engine import frechet_distance
+from genzoo.engine import fid, frechet_distance
 from genzoo.engine.config import EvalConfig
 from genzoo.engine.evaluator import evaluate
-from genzoo.engine import fid
 from genzoo.engine.fid import FeatureStatistics, cache_file_for, fid_score, inception_extractor, to_uint8_rgb
 
 
