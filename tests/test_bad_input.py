@@ -127,10 +127,13 @@ def test_a_required_plugin_that_is_missing_is_named_with_its_install_hint(tmp_pa
 
 def test_a_key_of_no_loaded_plugin_says_a_plugin_is_missing(tmp_path):
     exp = write_experiment(
-        tmp_path, EXPERIMENT.replace("hierarchy: {key: baselines.standard_vae", "hierarchy: {key: vdvae.hierarchy")
+        tmp_path,
+        EXPERIMENT.replace("hierarchy: {key: baselines.standard_vae", "hierarchy: {key: vdvae.hierarchy"),
     )
     out = cli("validate", str(exp), cwd=tmp_path)
-    assert_clean_error(out, "unknown hierarchy key 'vdvae.hierarchy': no loaded plugin provides keys 'vdvae.*'")
+    assert_clean_error(
+        out, "unknown hierarchy key 'vdvae.hierarchy': no loaded plugin provides keys 'vdvae.*'"
+    )
     assert "did you mean" not in out.stderr
 
 

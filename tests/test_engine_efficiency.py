@@ -80,9 +80,10 @@ def test_each_run_of_a_matrix_gets_its_own_peak_memory(tmp_path):
     large, tiny = rows["large"], rows["tiny"]
     assert large["peak_memory_scope"] == tiny["peak_memory_scope"] == "run_rss"
     assert large["peak_memory_bytes"] - tiny["peak_memory_bytes"] > 200 * 2**20, (large, tiny)
-    assert "Peak memory: peak resident set size of the process during the run" in (
-        outcome.exp_dir / "report.md"
-    ).read_text()
+    assert (
+        "Peak memory: peak resident set size of the process during the run"
+        in (outcome.exp_dir / "report.md").read_text()
+    )
 
 
 def test_where_the_peak_cannot_be_reset_the_figure_says_it_covers_the_process(monkeypatch, tmp_path):

@@ -45,7 +45,16 @@ def wheel(tmp_path_factory) -> Path:
     src = work / "src"
     shutil.copytree(ROOT, src, symlinks=True, ignore=_ignore)
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(work / "dist"), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(work / "dist"),
+            str(src),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -90,9 +99,7 @@ def installed(wheel, tmp_path_factory) -> Path:
 
 def _in_venv(venv: Path, code: str, cwd: Path) -> dict:
     python = venv / ("Scripts" if sys.platform == "win32" else "bin") / "python"
-    out = subprocess.run(
-        [str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    out = subprocess.run([str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -117,14 +124,15 @@ def test_installed_wheel_lists_components_from_another_folder(installed, tmp_pat
     elsewhere.mkdir()
     where = _in_venv(
         installed,
-        "import json, genzoo, genzoo_plugins; "
-        "print(json.dumps([genzoo.__file__, genzoo_plugins.__file__]))",
+        "import json, genzoo, genzoo_plugins; print(json.dumps([genzoo.__file__, genzoo_plugins.__file__]))",
         elsewhere,
     )
     for module_file in where:
         assert Path(module_file).is_relative_to(installed), "the test must import the installed copy"
     genzoo_cmd = installed / ("Scripts" if sys.platform == "win32" else "bin") / "genzoo"
-    out = subprocess.run([str(genzoo_cmd), "list"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(genzoo_cmd), "list"], cwd=elsewhere, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     for key in ("nvae.separable_cell", "nvae.se", "baselines.conv_cell", "baselines.standard_vae"):
         assert key in out.stdout

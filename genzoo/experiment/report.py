@@ -206,9 +206,11 @@ def _peak_memory_note(rows: list[dict[str, Any]]) -> str:
     scopes = sorted({r["peak_memory_scope"] for r in rows if r.get("peak_memory_scope") in PEAK_SCOPES})
     if not scopes:
         return ""
-    return "Peak memory: " + "; ".join(
-        PEAK_SCOPES[s] + (f" ({s})" if len(scopes) > 1 else "") for s in scopes
-    ) + "."
+    return (
+        "Peak memory: "
+        + "; ".join(PEAK_SCOPES[s] + (f" ({s})" if len(scopes) > 1 else "") for s in scopes)
+        + "."
+    )
 
 
 def _short(value: Any) -> str:

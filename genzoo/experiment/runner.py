@@ -66,12 +66,18 @@ def load_plugins(experiment: Experiment, host: PluginHost, runs: list[RunSpec] |
         if ns in used and not host.registry.has_namespace(ns)
     }
     if missing:
-        wanted = "; ".join(f"'{ns}.*' keys: {hint}" if hint else f"'{ns}.*' keys" for ns, hint in missing.items())
+        wanted = "; ".join(
+            f"'{ns}.*' keys: {hint}" if hint else f"'{ns}.*' keys" for ns, hint in missing.items()
+        )
         autoload_off = os.environ.get(DISABLE_AUTOLOAD_ENV)
         raise ConfigError(
             f"{experiment.requires_origin}: requires plugins that are not loaded here: {wanted}. "
             f"(loaded: {', '.join(f'{n}.*' for n in host.registry.namespaces())}"
-            + (f"; {DISABLE_AUTOLOAD_ENV} is set, so installed plugins were not loaded" if autoload_off else "")
+            + (
+                f"; {DISABLE_AUTOLOAD_ENV} is set, so installed plugins were not loaded"
+                if autoload_off
+                else ""
+            )
             + ")"
         )
 

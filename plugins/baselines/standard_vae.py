@@ -85,9 +85,7 @@ class StandardVAE(Hierarchy):
                 for w_in, w_out in zip(reversed_widths, [*reversed_widths[1:], c])
             )
         )
-        self.output_likelihood = build_likelihood(
-            likelihood, image_chs=image_chs, num_bits=num_bits
-        )
+        self.output_likelihood = build_likelihood(likelihood, image_chs=image_chs, num_bits=num_bits)
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Conv2d(c, self.output_likelihood.param_chs, 3, padding=1)
 

@@ -360,9 +360,7 @@ class NVAEHierarchy(Hierarchy):
             ]
         self.postprocess = nn.Sequential(*post)
 
-        self.output_likelihood = build_likelihood(
-            likelihood, image_chs=image_chs, num_bits=num_bits
-        )
+        self.output_likelihood = build_likelihood(likelihood, image_chs=image_chs, num_bits=num_bits)
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Sequential(nn.ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
 
