@@ -36,5 +36,8 @@ class PluginLoadError(GenzooError):
     """A plugin module could not be imported or its registration hook failed."""
 
 
-class ConfigError(GenzooError):
-    """An invalid option or combination of options, named by file and key."""
+class ConfigError(GenzooError, ValueError):
+    """An invalid option or combination of options, named by file and key.
+
+    Also a :class:`ValueError`: every check in :mod:`genzoo.validation` raises it, from an
+    experiment file's settings down to a component's constructor arguments."""

@@ -16,49 +16,25 @@ Every field is checked when the dataclass is built; a bad value raises
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from genzoo.errors import ConfigError
+from genzoo.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_optional_positive,
+    invalid,
+)
 
 OPTIMIZERS = ("adamax", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
 KL_BALANCE_FUNS = ("equal", "linear", "sqrt", "square")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _fail(owner: str, name: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{owner}.{name}={value!r}; expected {expected}")
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(owner, name, value, f"an integer >= {minimum}")
-
-
-def _check_float(
-    owner: str, name: str, value: Any, low: float, high: float = math.inf, *, open_low=False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        bound = f"> {low}" if open_low else f">= {low}"
-        raise _fail(
-            owner, name, value, f"a finite number {bound}" + (f" and <= {high}" if high < math.inf else "")
-        )
-
-
-def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise _fail(owner, name, value, f"one of {', '.join(repr(c) for c in choices)}")
-
-
-def _check_optional_positive(owner: str, name: str, value: Any) -> None:
-    if value is not None:
-        _check_float(owner, name, value, 0.0, open_low=True)
 
 
 class _Config:
@@ -154,47 +130,48 @@ class TrainConfig(_Config):
 
     def __post_init__(self) -> None:
         own = "TrainConfig"
-        _check_int(own, "steps", self.steps, 1)
-        _check_int(own, "batch_size", self.batch_size, 1)
-        _check_choice(own, "optimizer", self.optimizer, OPTIMIZERS)
-        _check_float(own, "lr", self.lr, 0.0, open_low=True)
-        _check_float(own, "lr_min", self.lr_min, 0.0, self.lr)
-        _check_int(own, "lr_warmup_steps", self.lr_warmup_steps, 0)
+        check_int("steps", self.steps, 1, owner=own)
+        check_int("batch_size", self.batch_size, 1, owner=own)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS, owner=own)
+        check_float("lr", self.lr, 0.0, open_low=True, owner=own)
+        check_float("lr_min", self.lr_min, 0.0, self.lr, owner=own)
+        check_int("lr_warmup_steps", self.lr_warmup_steps, 0, owner=own)
         if self.lr_warmup_steps >= self.steps:
-            raise _fail(own, "lr_warmup_steps", self.lr_warmup_steps, f"fewer than steps={self.steps}")
-        _check_float(own, "weight_decay", self.weight_decay, 0.0)
+            raise invalid(
+                "lr_warmup_steps", self.lr_warmup_steps, f"fewer than steps={self.steps}", owner=own
+            )
+        check_float("weight_decay", self.weight_decay, 0.0, owner=own)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
         if (
             betas is None
             or len(betas) != 2
             or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
         ):
-            raise _fail(own, "betas", self.betas, "two numbers in [0, 1)")
+            raise invalid("betas", self.betas, "two numbers in [0, 1)", owner=own)
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        _check_optional_positive(own, "eps", self.eps)
-        _check_float(own, "kl_anneal_portion", self.kl_anneal_portion, 0.0, 1.0)
-        _check_float(own, "kl_const_portion", self.kl_const_portion, 0.0, 1.0)
-        _check_float(own, "kl_const_coeff", self.kl_const_coeff, 0.0, 1.0)
-        _check_choice(own, "kl_balance_fun", self.kl_balance_fun, KL_BALANCE_FUNS)
-        _check_optional_positive(own, "grad_clip", self.grad_clip)
-        _check_optional_positive(own, "skip_threshold", self.skip_threshold)
-        _check_int(own, "max_consecutive_skips", self.max_consecutive_skips, 1)
+        check_optional_positive("eps", self.eps, owner=own)
+        check_float("kl_anneal_portion", self.kl_anneal_portion, 0.0, 1.0, owner=own)
+        check_float("kl_const_portion", self.kl_const_portion, 0.0, 1.0, owner=own)
+        check_float("kl_const_coeff", self.kl_const_coeff, 0.0, 1.0, owner=own)
+        check_choice("kl_balance_fun", self.kl_balance_fun, KL_BALANCE_FUNS, owner=own)
+        check_optional_positive("grad_clip", self.grad_clip, owner=own)
+        check_optional_positive("skip_threshold", self.skip_threshold, owner=own)
+        check_int("max_consecutive_skips", self.max_consecutive_skips, 1, owner=own)
         if self.ema_decay is not None:
-            _check_float(own, "ema_decay", self.ema_decay, 0.0, 1.0, open_low=True)
+            check_float("ema_decay", self.ema_decay, 0.0, 1.0, open_low=True, owner=own)
             if self.ema_decay >= 1.0:
-                raise _fail(own, "ema_decay", self.ema_decay, "a number in (0, 1) or None")
+                raise invalid("ema_decay", self.ema_decay, "a number in (0, 1) or None", owner=own)
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise _fail(own, "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        _check_choice(own, "precision", self.precision, PRECISIONS)
-        _check_float(own, "grad_scaler_init", self.grad_scaler_init, 0.0, open_low=True)
-        _check_int(own, "seed", self.seed, 0)
-        _check_int(own, "checkpoint_every", self.checkpoint_every, 0)
-        _check_int(own, "eval_every", self.eval_every, 0)
-        _check_int(own, "log_every", self.log_every, 1)
-        _check_int(own, "num_workers", self.num_workers, 0)
+            raise invalid("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'", owner=own)
+        check_choice("precision", self.precision, PRECISIONS, owner=own)
+        check_float("grad_scaler_init", self.grad_scaler_init, 0.0, open_low=True, owner=own)
+        check_int("seed", self.seed, 0, owner=own)
+        check_int("checkpoint_every", self.checkpoint_every, 0, owner=own)
+        check_int("eval_every", self.eval_every, 0, owner=own)
+        check_int("log_every", self.log_every, 1, owner=own)
+        check_int("num_workers", self.num_workers, 0, owner=own)
         for name in ("kl_balance", "channels_last", "compile", "deterministic", "sync_bn", "progress_bar"):
-            if not isinstance(getattr(self, name), bool):
-                raise _fail(own, name, getattr(self, name), "true or false")
+            check_bool(name, getattr(self, name), owner=own)
 
     @property
     def optimizer_eps(self) -> float:
@@ -247,30 +224,29 @@ class EvalConfig(_Config):
 
     def __post_init__(self) -> None:
         own = "EvalConfig"
-        _check_int(own, "batch_size", self.batch_size, 1)
-        _check_int(own, "iw_samples", self.iw_samples, 0)
-        _check_int(own, "iw_batch_size", self.iw_batch_size, 1)
+        check_int("batch_size", self.batch_size, 1, owner=own)
+        check_int("iw_samples", self.iw_samples, 0, owner=own)
+        check_int("iw_batch_size", self.iw_batch_size, 1, owner=own)
         if self.max_images is not None:
-            _check_int(own, "max_images", self.max_images, 1)
-        _check_float(own, "active_unit_threshold", self.active_unit_threshold, 0.0)
+            check_int("max_images", self.max_images, 1, owner=own)
+        check_float("active_unit_threshold", self.active_unit_threshold, 0.0, owner=own)
         temps = self.temperatures
         if not isinstance(temps, (list, tuple)) or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10 for t in temps
         ):
-            raise _fail(own, "temperatures", temps, "a list of numbers in (0, 10]")
+            raise invalid("temperatures", temps, "a list of numbers in (0, 10]", owner=own)
         object.__setattr__(self, "temperatures", tuple(float(t) for t in temps))
-        _check_int(own, "num_samples", self.num_samples, 0)
-        _check_int(own, "bn_readjust_iters", self.bn_readjust_iters, 0)
-        _check_int(own, "bn_readjust_batch_size", self.bn_readjust_batch_size, 2)
-        _check_int(own, "num_reconstructions", self.num_reconstructions, 0)
-        _check_int(own, "fid_num_samples", self.fid_num_samples, 2)
-        _check_float(own, "fid_temperature", self.fid_temperature, 0.0, 10.0, open_low=True)
-        _check_choice(own, "fid_reference_split", self.fid_reference_split, ("train", "test"))
+        check_int("num_samples", self.num_samples, 0, owner=own)
+        check_int("bn_readjust_iters", self.bn_readjust_iters, 0, owner=own)
+        check_int("bn_readjust_batch_size", self.bn_readjust_batch_size, 2, owner=own)
+        check_int("num_reconstructions", self.num_reconstructions, 0, owner=own)
+        check_int("fid_num_samples", self.fid_num_samples, 2, owner=own)
+        check_float("fid_temperature", self.fid_temperature, 0.0, 10.0, open_low=True, owner=own)
+        check_choice("fid_reference_split", self.fid_reference_split, ("train", "test"), owner=own)
         for name in ("fid_weights_path", "fid_cache_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise _fail(own, name, value, "a path string or None")
-        _check_int(own, "speed_batches", self.speed_batches, 0)
+                raise invalid(name, value, "a path string or None", owner=own)
+        check_int("speed_batches", self.speed_batches, 0, owner=own)
         for name in ("bn_readjust", "fid"):
-            if not isinstance(getattr(self, name), bool):
-                raise _fail(own, name, getattr(self, name), "true or false")
+            check_bool(name, getattr(self, name), owner=own)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from genzoo.validation import check_choice, check_int
+
 RESAMPLE_MODES = ("none", "down", "up")
 
 GateLayer = Callable[[int], nn.Module]
@@ -30,11 +32,9 @@ class Cell(nn.Module, abc.ABC):
 
     def __init__(self, in_chs: int, out_chs: int, *, resample: str = "none") -> None:
         super().__init__()
-        if resample not in RESAMPLE_MODES:
-            raise ValueError(f"resample={resample!r}; expected one of {RESAMPLE_MODES}")
+        check_choice("resample", resample, RESAMPLE_MODES)
         for name, value in (("in_chs", in_chs), ("out_chs", out_chs)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected a positive integer")
+            check_int(name, value, 1)
         self.in_chs = in_chs
         self.out_chs = out_chs
         self.resample = resample

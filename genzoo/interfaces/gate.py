@@ -7,6 +7,8 @@ import abc
 import torch
 from torch import nn
 
+from genzoo.validation import check_int
+
 
 class ChannelGate(nn.Module, abc.ABC):
     """Rescales the channels of ``(B, chs, H, W)`` and returns a tensor of the same shape.
@@ -17,9 +19,7 @@ class ChannelGate(nn.Module, abc.ABC):
 
     def __init__(self, chs: int) -> None:
         super().__init__()
-        if not isinstance(chs, int) or chs < 1:
-            raise ValueError(f"chs={chs!r}; expected a positive integer")
-        self.chs = chs
+        self.chs = check_int("chs", chs, 1)
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:

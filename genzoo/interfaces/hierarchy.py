@@ -10,6 +10,7 @@ from torch import nn
 
 from genzoo.interfaces.latent import LatentOutput
 from genzoo.interfaces.likelihood import OutputLikelihood
+from genzoo.validation import invalid, is_int
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ class Hierarchy(nn.Module, abc.ABC):
     def __init__(self, *, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
         shape = tuple(image_shape)
-        if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ValueError(f"image_shape={image_shape!r}; expected (channels, height, width)")
+        if len(shape) != 3 or not all(is_int(s) and s > 0 for s in shape):
+            raise invalid("image_shape", image_shape, "(channels, height, width)")
         self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
 
     @property

@@ -9,6 +9,8 @@ import torch
 from einops import reduce
 from torch import nn
 
+from genzoo.validation import check_int
+
 
 @dataclass
 class LatentOutput:
@@ -78,8 +80,7 @@ class LatentGroup(nn.Module, abc.ABC):
     def __init__(self, *, enc_chs: int, dec_chs: int, latent_chs: int, top: bool = False) -> None:
         super().__init__()
         for name, value in (("enc_chs", enc_chs), ("dec_chs", dec_chs), ("latent_chs", latent_chs)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected a positive integer")
+            check_int(name, value, 1)
         self.enc_chs = enc_chs
         self.dec_chs = dec_chs
         self.latent_chs = latent_chs

@@ -7,6 +7,8 @@ import abc
 import torch
 from torch import nn
 
+from genzoo.validation import check_int
+
 
 class OutputLikelihood(nn.Module, abc.ABC):
     """A per-pixel output distribution over discrete images, parameterized by a decoder head.
@@ -29,12 +31,8 @@ class OutputLikelihood(nn.Module, abc.ABC):
 
     def __init__(self, *, image_chs: int, num_bits: int = 8) -> None:
         super().__init__()
-        if not isinstance(image_chs, int) or image_chs < 1:
-            raise ValueError(f"image_chs={image_chs!r}; expected a positive integer")
-        if not isinstance(num_bits, int) or not 1 <= num_bits <= 16:
-            raise ValueError(f"num_bits={num_bits!r}; expected an integer in [1, 16]")
-        self.image_chs = image_chs
-        self.num_bits = num_bits
+        self.image_chs = check_int("image_chs", image_chs, 1)
+        self.num_bits = check_int("num_bits", num_bits, 1, 16)
 
     @property
     @abc.abstractmethod

@@ -10,6 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from genzoo.errors import ConfigError
+from genzoo.validation import check_float
+
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -42,10 +45,9 @@ class Regularizer(abc.ABC):
     """
 
     def __init__(self, *, coeff: float, anneal: bool = False, coeff_init: float = 10.0) -> None:
-        if not isinstance(coeff, (int, float)) or coeff < 0 or not math.isfinite(coeff):
-            raise ValueError(f"coeff={coeff!r}; expected a finite number >= 0")
+        check_float("coeff", coeff, 0.0)
         if anneal and (coeff <= 0 or coeff_init <= 0):
-            raise ValueError(
+            raise ConfigError(
                 f"anneal=True needs coeff > 0 and coeff_init > 0 (annealing is in log space); "
                 f"got coeff={coeff!r}, coeff_init={coeff_init!r}"
             )
@@ -75,4 +77,4 @@ class Regularizer(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         if state:
-            raise ValueError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")
+            raise ConfigError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")

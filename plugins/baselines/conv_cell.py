@@ -13,6 +13,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
+from genzoo.validation import check_odd_int
 
 
 class ConvResidualCell(Cell):
@@ -36,8 +37,7 @@ class ConvResidualCell(Cell):
         kernel_size: int = 3,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive integer")
+        check_odd_int("kernel_size", kernel_size)
         stride = 2 if resample == "down" else 1
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)

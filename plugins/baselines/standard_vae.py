@@ -7,18 +7,18 @@ no residual cells, no gates, so the comparison isolates what NVAE adds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
+from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
-from genzoo_plugins.nvae.hierarchy import build_likelihood, crop_center, pad_center, padded_shape, require_int
+from genzoo.validation import check_int
 
-SpecLike = ComponentSpec | str | Mapping[str, Any]
+LIKELIHOODS = {"binary_default": "nvae.bernoulli", "multibit_default": "nvae.discretized_mix_logistic"}
+"""The same output distributions as NVAE's hierarchy (registry keys, no import of that plugin),
+so that the seed table compares the models and not their likelihoods."""
 
 
 def _conv_bn_swish(in_chs: int, out_chs: int, *, transpose: bool = False) -> nn.Sequential:
@@ -58,9 +58,9 @@ class StandardVAE(Hierarchy):
     ) -> None:
         super().__init__(image_shape=image_shape)
         image_chs, height, width = self.image_shape
-        c = require_int("num_channels", num_channels, 1)
-        depth = require_int("num_downsamples", num_downsamples, 1)
-        self.latent_chs = require_int("latent_chs", latent_chs, 1)
+        c = check_int("num_channels", num_channels, 1)
+        depth = check_int("num_downsamples", num_downsamples, 1)
+        self.latent_chs = check_int("latent_chs", latent_chs, 1)
         self.downsampling = 2**depth
         self.padded_shape = padded_shape(height, width, self.downsampling, padding)
 
@@ -85,7 +85,9 @@ class StandardVAE(Hierarchy):
                 for w_in, w_out in zip(reversed_widths, [*reversed_widths[1:], c])
             )
         )
-        self.output_likelihood = build_likelihood(likelihood, image_chs=image_chs, num_bits=num_bits)
+        self.output_likelihood = build_likelihood(
+            likelihood, image_chs=image_chs, num_bits=num_bits, **LIKELIHOODS
+        )
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Conv2d(c, self.output_likelihood.param_chs, 3, padding=1)
 

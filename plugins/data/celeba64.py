@@ -24,8 +24,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_bool, check_choice, check_int, check_path
 from genzoo_plugins.data.image_tensors import ImageFiles
-from genzoo_plugins.data.options import check_bool, check_choice, check_int, check_path, check_split
+from genzoo_plugins.data.options import check_split
 
 KEY = "data.celeba64"
 IMAGES = "img_align_celeba"
@@ -78,11 +79,11 @@ class CelebA64(ImageDataset):
         hflip: bool = True,
         num_bits: int = 8,
     ) -> None:
-        self.root = check_path(KEY, "root", root)
-        check_bool(KEY, "download", download)
-        check_choice(KEY, "test_split", test_split, ("valid", "test"))
-        self.hflip = check_bool(KEY, "hflip", hflip)
-        self.num_bits = check_int(KEY, "num_bits", num_bits, minimum=1, maximum=8)
+        self.root = check_path("root", root, component=KEY)
+        check_bool("download", download, component=KEY)
+        check_choice("test_split", test_split, ("valid", "test"), component=KEY)
+        self.hflip = check_bool("hflip", hflip, component=KEY)
+        self.num_bits = check_int("num_bits", num_bits, minimum=1, maximum=8, component=KEY)
         base = self._find() or (self._download() if download else None)
         if base is None:
             raise ConfigError(

@@ -17,8 +17,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_bool, check_int, check_path
 from genzoo_plugins.data.image_tensors import UInt8Images
-from genzoo_plugins.data.options import check_bool, check_int, check_path, check_split
+from genzoo_plugins.data.options import check_split
 
 KEY = "data.cifar10"
 FOLDER = "cifar-10-batches-py"
@@ -53,10 +54,10 @@ class CIFAR10(ImageDataset):
         hflip: bool = True,
         num_bits: int = 8,
     ) -> None:
-        self.root = check_path(KEY, "root", root)
-        self.download = check_bool(KEY, "download", download)
-        self.hflip = check_bool(KEY, "hflip", hflip)
-        self.num_bits = check_int(KEY, "num_bits", num_bits, minimum=1, maximum=8)
+        self.root = check_path("root", root, component=KEY)
+        self.download = check_bool("download", download, component=KEY)
+        self.hflip = check_bool("hflip", hflip, component=KEY)
+        self.num_bits = check_int("num_bits", num_bits, minimum=1, maximum=8, component=KEY)
         self._splits: dict[str, Dataset] = {}
         missing = [name for name in FILES if not (self.root / FOLDER / name).is_file()]
         if missing and not self.download:

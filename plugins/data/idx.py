@@ -23,15 +23,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_bool, check_path
 from genzoo_plugins.data.image_tensors import UInt8Images
-from genzoo_plugins.data.options import (
-    DataOptionError,
-    check_bit_depth,
-    check_bool,
-    check_path,
-    check_split,
-    index_range,
-)
+from genzoo_plugins.data.options import check_bit_depth, check_split, index_range
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
@@ -115,10 +109,10 @@ class IdxImages(ImageDataset):
     ) -> None:
         key = self.key
         self.num_bits = check_bit_depth(key, num_bits, binarize)
-        self.binarize, self.hflip = binarize, check_bool(key, "hflip", hflip)
-        self.root = None if root is None else check_path(key, "root", root)
+        self.binarize, self.hflip = binarize, check_bool("hflip", hflip, component=key)
+        self.root = None if root is None else check_path("root", root, component=key)
         if test_file is None and test_range is None:
-            raise DataOptionError(
+            raise ConfigError(
                 f"{key}: no test split; give 'test_file', or 'test_range' to hold out part of 'train_file'"
             )
         self.files = {"train": self._locate("train_file", train_file)}
@@ -144,7 +138,7 @@ class IdxImages(ImageDataset):
         same_file = self.files["train"].resolve() == self.files["test"].resolve()
         train, test = self.ranges["train"], self.ranges["test"]
         if same_file and max(train.start, test.start) < min(train.stop, test.stop):
-            raise DataOptionError(
+            raise ConfigError(
                 f"{key}: 'train_range' {[train.start, train.stop]} and 'test_range' "
                 f"{[test.start, test.stop]} overlap in {str(self.files['train'])!r}; the test images "
                 "must be held out"
@@ -158,7 +152,7 @@ class IdxImages(ImageDataset):
 
     def _locate(self, option: str, name: Any) -> Path:
         """The existing file for ``name`` (raw or ``.gz``), or :meth:`_missing`'s error."""
-        given = check_path(self.key, option, name)
+        given = check_path(option, name, component=self.key)
         variants = [given, given.with_name(given.name[:-3])] if given.name.endswith(".gz") else []
         variants = variants or [given, given.with_name(given.name + ".gz")]
         dirs = [Path()] if given.is_absolute() else self._search_dirs()

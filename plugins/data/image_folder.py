@@ -17,16 +17,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_bool, check_choice, check_float, check_int, check_path
 from genzoo_plugins.data.image_tensors import ImageFiles
-from genzoo_plugins.data.options import (
-    check_bool,
-    check_choice,
-    check_fraction,
-    check_int,
-    check_path,
-    check_split,
-    holdout_indices,
-)
+from genzoo_plugins.data.options import check_split, holdout_indices
 
 KEY = "data.image_folder"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -71,14 +64,16 @@ class ImageFolder(ImageDataset):
         hflip: bool = False,
         recursive: bool = True,
     ) -> None:
-        self.root = check_path(KEY, "root", root)
-        size = check_int(KEY, "image_size", image_size, minimum=1)
-        self.mode = check_choice(KEY, "mode", mode, tuple(MODES))
-        fraction = check_fraction(KEY, "test_fraction", test_fraction)
-        check_int(KEY, "seed", seed, minimum=0)
-        self.num_bits = check_int(KEY, "num_bits", num_bits, minimum=1, maximum=8)
-        self.hflip = check_bool(KEY, "hflip", hflip)
-        check_bool(KEY, "recursive", recursive)
+        self.root = check_path("root", root, component=KEY)
+        size = check_int("image_size", image_size, minimum=1, component=KEY)
+        self.mode = check_choice("mode", mode, tuple(MODES), component=KEY)
+        fraction = check_float(
+            "test_fraction", test_fraction, 0, 1, open_low=True, open_high=True, component=KEY
+        )
+        check_int("seed", seed, minimum=0, component=KEY)
+        self.num_bits = check_int("num_bits", num_bits, minimum=1, maximum=8, component=KEY)
+        self.hflip = check_bool("hflip", hflip, component=KEY)
+        check_bool("recursive", recursive, component=KEY)
         if not self.root.is_dir():
             raise ConfigError(f"{KEY}: option 'root': the image folder {str(self.root)!r} does not exist")
         files = find_images(self.root, recursive=recursive)

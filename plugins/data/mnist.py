@@ -18,8 +18,8 @@ from pathlib import Path
 
 import genzoo
 from genzoo.errors import ConfigError
+from genzoo.validation import check_bool
 from genzoo_plugins.data.idx import IdxImages
-from genzoo_plugins.data.options import check_bool
 
 TRAIN_FILE = "train-images-idx3-ubyte"
 TEST_FILE = "t10k-images-idx3-ubyte"
@@ -49,7 +49,7 @@ class MNIST(IdxImages):
         binarize: bool = True,
         download: bool = False,
     ) -> None:
-        self.download = check_bool(self.key, "download", download)
+        self.download = check_bool("download", download, component=self.key)
         super().__init__(
             train_file=train_file,
             test_file=test_file,

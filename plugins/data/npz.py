@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_bool, check_choice, check_path
 from genzoo_plugins.data.image_tensors import UInt8Images
-from genzoo_plugins.data.options import check_bit_depth, check_bool, check_choice, check_path, check_split
+from genzoo_plugins.data.options import check_bit_depth, check_split
 
 KEY = "data.npz"
 LAYOUTS = ("auto", "nhwc", "nchw")
@@ -87,9 +88,9 @@ class NpzImages(ImageDataset):
         hflip: bool = False,
     ) -> None:
         self.num_bits = check_bit_depth(KEY, num_bits, binarize)
-        self.binarize, self.hflip = binarize, check_bool(KEY, "hflip", hflip)
-        check_choice(KEY, "layout", layout, LAYOUTS)
-        path = check_path(KEY, "file", file)
+        self.binarize, self.hflip = binarize, check_bool("hflip", hflip, component=KEY)
+        check_choice("layout", layout, LAYOUTS, component=KEY)
+        path = check_path("file", file, component=KEY)
         if not path.is_file():
             raise ConfigError(f"{KEY}: option 'file': the .npz file {str(path)!r} was not found")
         try:

@@ -1,4 +1,5 @@
-"""Option checks and split arithmetic shared by the built-in datasets.
+"""Splits and their arithmetic, shared by the built-in datasets (option checks themselves are
+:mod:`genzoo.validation`'s, with ``component=`` the dataset's key).
 
 Every message starts with the dataset's registry key and names the option (or file), the value
 given and what was expected, so that an error in an experiment file can be fixed from the
@@ -8,75 +9,26 @@ message alone.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from genzoo.errors import ConfigError
+from genzoo.validation import check_bool, check_int
 
 SPLITS = ("train", "test")
 
 
-class DataOptionError(ConfigError, ValueError):
-    """A dataset option is invalid.
-
-    A :class:`genzoo.ConfigError` (the command line prints it without a traceback) and a
-    :class:`ValueError` (what every genzoo constructor raises for a bad option).
-    """
-
-
-def check_int(key: str, option: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an ``int`` in ``[minimum, maximum]``; bools are not integers here."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    ok = ok and (maximum is None or value <= maximum)
-    if not ok:
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise DataOptionError(f"{key}: option {option!r} = {value!r} is invalid; expected an integer {bound}")
-    return value
-
-
-def check_bool(key: str, option: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise DataOptionError(f"{key}: option {option!r} = {value!r} is invalid; expected true or false")
-    return value
-
-
-def check_choice(key: str, option: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        listed = ", ".join(repr(c) for c in choices)
-        raise DataOptionError(f"{key}: option {option!r} = {value!r} is invalid; expected one of {listed}")
-    return value
-
-
-def check_fraction(key: str, option: str, value: Any) -> float:
-    """A number strictly between 0 and 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise DataOptionError(
-            f"{key}: option {option!r} = {value!r} is invalid; expected a number between 0 and 1 (exclusive)"
-        )
-    return float(value)
-
-
-def check_path(key: str, option: str, value: Any) -> Path:
-    """A path option (``str`` or ``os.PathLike``), with ``~`` expanded; existence is not checked."""
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise DataOptionError(f"{key}: option {option!r} = {value!r} is invalid; expected a path")
-    return Path(value).expanduser()
-
-
 def check_split(key: str, name: Any) -> str:
     if name not in SPLITS:
-        raise DataOptionError(f"{key}: unknown split {name!r}; expected 'train' or 'test'")
+        raise ConfigError(f"{key}: unknown split {name!r}; expected 'train' or 'test'")
     return name
 
 
 def check_bit_depth(key: str, num_bits: Any, binarize: Any) -> int:
     """The bit depth the dataset yields: 1 when binarized, else ``num_bits`` (1 to 8)."""
-    check_bool(key, "binarize", binarize)
-    check_int(key, "num_bits", num_bits, minimum=1, maximum=8)
+    check_bool("binarize", binarize, component=key)
+    check_int("num_bits", num_bits, 1, 8, component=key)
     return 1 if binarize else num_bits
 
 
@@ -91,7 +43,7 @@ def index_range(key: str, option: str, value: Any, count: int, where: str) -> ra
     valid = pair is not None and len(pair) == 2
     valid = valid and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
     if not valid or not 0 <= pair[0] < pair[1] <= count:
-        raise DataOptionError(
+        raise ConfigError(
             f"{key}: option {option!r} = {value!r} is invalid; expected [start, stop] with "
             f"0 <= start < stop <= {count} (the number of images in {where})"
         )

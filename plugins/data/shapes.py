@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 
 import genzoo
 from genzoo.interfaces import ImageDataset
+from genzoo.validation import check_choice, check_int
 from genzoo_plugins.data.image_tensors import UInt8Images
-from genzoo_plugins.data.options import check_choice, check_int, check_split
+from genzoo_plugins.data.options import check_split
 
 KEY = "data.shapes"
 KINDS = ("circle", "square", "triangle", "cross")
@@ -164,15 +165,17 @@ class Shapes(ImageDataset):
         seed: int = 0,
         max_shapes: int = 2,
     ) -> None:
-        check_int(KEY, "image_size", image_size, minimum=8)
-        check_choice(KEY, "channels", check_int(KEY, "channels", channels, minimum=1), (1, 3))
+        check_int("image_size", image_size, minimum=8, component=KEY)
+        check_choice(
+            "channels", check_int("channels", channels, minimum=1, component=KEY), (1, 3), component=KEY
+        )
         self.sizes = {
-            "train": check_int(KEY, "num_train", num_train, minimum=1),
-            "test": check_int(KEY, "num_test", num_test, minimum=1),
+            "train": check_int("num_train", num_train, minimum=1, component=KEY),
+            "test": check_int("num_test", num_test, minimum=1, component=KEY),
         }
-        self.num_bits = check_int(KEY, "num_bits", num_bits, minimum=1, maximum=8)
-        self.seed = check_int(KEY, "seed", seed, minimum=0)
-        self.max_shapes = check_int(KEY, "max_shapes", max_shapes, minimum=1, maximum=8)
+        self.num_bits = check_int("num_bits", num_bits, minimum=1, maximum=8, component=KEY)
+        self.seed = check_int("seed", seed, minimum=0, component=KEY)
+        self.max_shapes = check_int("max_shapes", max_shapes, minimum=1, maximum=8, component=KEY)
         self.image_shape = (channels, image_size, image_size)
         self._splits: dict[str, Dataset] = {}
 

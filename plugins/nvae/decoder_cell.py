@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint as checkpoint_branch
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
+from genzoo.validation import check_bool, check_int, check_odd_int
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
 from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn, bn_swish_conv, swish_conv
 from genzoo_plugins.nvae.skip import make_skip
@@ -60,13 +61,10 @@ class SeparableCell(Cell):
         checkpoint: bool = False,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
-        if not isinstance(expansion, int) or expansion < 1:
-            raise ValueError(f"expansion={expansion!r}; expected a positive integer")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive integer")
+        check_int("expansion", expansion, 1)
+        check_odd_int("kernel_size", kernel_size)
         for name, value in (("channels_last", channels_last), ("fused", fused), ("checkpoint", checkpoint)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name}={value!r}; expected true or false")
+            check_bool(name, value)
         hidden = in_chs * expansion
         self.expansion = expansion
         self.channels_last = channels_last

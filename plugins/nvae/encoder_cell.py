@@ -11,6 +11,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
+from genzoo.validation import check_odd_int
 from genzoo_plugins.nvae.skip import make_skip
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
@@ -41,8 +42,7 @@ class ResidualCell(Cell):
         kernel_size: int = 3,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive integer")
+        check_odd_int("kernel_size", kernel_size)
         self.skip = make_skip(in_chs, out_chs, resample)
         self.bn1 = nn.BatchNorm2d(in_chs, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv1 = wn_conv2d(in_chs, out_chs, kernel_size, stride=2 if resample == "down" else 1)

@@ -17,30 +17,36 @@ weight-normalized convolutions and live here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
+from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
+from genzoo.errors import ConfigError
 from genzoo.interfaces import Cell, GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
+from genzoo.validation import check_bool, check_int
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
-
-SpecLike = ComponentSpec | str | Mapping[str, Any]
 
 CHANNEL_MULT = 2  # channels double at every "down" cell and halve at every "up" cell (official)
 DECODER_EXPANSION = 6  # separable decoder cells (Sec. 3.1.2)
 POSTPROCESS_EXPANSION = 3  # separable post-process cells use a smaller one (official arch)
 DEFAULT_LATENT_GROUP = ComponentSpec("nvae.residual_normal", MappingProxyType({"num_flows": 1}))
 """Residual normal groups with one pair of autoregressive flows (official CIFAR-10 ``--num_nf 1``)."""
+LIKELIHOODS = {
+    "binary_default": ComponentSpec("nvae.bernoulli"),
+    "multibit_default": ComponentSpec(
+        "nvae.discretized_mix_logistic", MappingProxyType({"num_mixtures": 10})
+    ),
+}
+"""NVAE's output distributions (Sec. 4): Bernoulli for binarized images, a 10-component
+discretized mixture of logistics otherwise."""
 
 
-# -- helpers shared with other hierarchies -------------------------------------------------------
 def groups_per_scale(num_scales: int, num_groups: int, *, adaptive: bool, min_groups: int = 1) -> list[int]:
     """Groups at each scale, **finest first**: ``num_groups`` at the finest scale and, with
     ``adaptive``, half as many at each coarser scale but never fewer than ``min_groups``
@@ -51,72 +57,6 @@ def groups_per_scale(num_scales: int, num_groups: int, *, adaptive: bool, min_gr
         if adaptive:
             n = max(min_groups, n // 2)
     return counts
-
-
-def padded_shape(height: int, width: int, multiple: int, padding: int) -> tuple[int, int]:
-    """``(height + 2 padding, width + 2 padding)``, which must be multiples of the total
-    downsampling ``multiple``; a ValueError says what to change otherwise."""
-    require_int("padding", padding, 0)
-    shape = (height + 2 * padding, width + 2 * padding)
-    if shape[0] % multiple or shape[1] % multiple:
-        raise ValueError(
-            f"image size {height}x{width} with padding={padding} gives {shape[0]}x{shape[1]}, which is not "
-            f"a multiple of the total downsampling {multiple}; set padding so that it is (NVAE pads 28x28 "
-            "MNIST with padding 2 to 32x32) or use fewer downsampling blocks or scales"
-        )
-    return shape
-
-
-def pad_center(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Zero-pad ``x`` (images in ``[0, 1]``) to ``height x width``, centred; an odd remainder goes
-    to the bottom/right. NVAE pads 28x28 MNIST by 2 pixels on each side (``transforms.Pad(2)``)."""
-    dh, dw = height - x.shape[-2], width - x.shape[-1]
-    if dh == 0 and dw == 0:
-        return x
-    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=0.0)
-
-
-def crop_center(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The ``height x width`` centre of ``x``: the inverse of :func:`pad_center`."""
-    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
-    return x[..., top : top + height, left : left + width]
-
-
-def require_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` if it is an integer ``>= minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}; expected an integer >= {minimum}")
-    return value
-
-
-def build_likelihood(spec: SpecLike | None, *, image_chs: int, num_bits: int | None) -> OutputLikelihood:
-    """The output likelihood for ``image_chs``-channel images.
-
-    Without ``spec``, NVAE's choice: Bernoulli for binary images, a 10-component discretized
-    mixture of logistics otherwise (Sec. 4). ``num_bits`` defaults to 1 for one channel
-    (binarized MNIST) and 8 otherwise; a ``num_bits`` in ``spec`` wins over the default but must
-    agree with an explicit ``num_bits``.
-    """
-    spec_bits = (
-        None if spec is None else ComponentSpec.parse(spec, where="likelihood").options.get("num_bits")
-    )
-    if num_bits is not None:
-        require_int("num_bits", num_bits, 1)
-        if spec_bits is not None and spec_bits != num_bits:
-            raise ValueError(
-                f"num_bits={num_bits!r} disagrees with likelihood num_bits={spec_bits!r}; "
-                "expected one of them, or the same value"
-            )
-    bits = num_bits if num_bits is not None else spec_bits
-    if bits is None:
-        bits = 1 if image_chs == 1 else 8
-    if spec is None:
-        if bits == 1:
-            spec = ComponentSpec("nvae.bernoulli")
-        else:
-            spec = ComponentSpec("nvae.discretized_mix_logistic", {"num_mixtures": 10})
-    spec = ComponentSpec.parse(spec, where="likelihood")
-    return spec.build("likelihood", image_chs=image_chs, num_bits=bits)
 
 
 def _make_gate(spec: ComponentSpec, chs: int) -> nn.Module:
@@ -243,25 +183,24 @@ class NVAEHierarchy(Hierarchy):
     ) -> None:
         super().__init__(image_shape=image_shape)
         image_chs, height, width = self.image_shape
-        self.num_channels = c = require_int("num_channels", num_channels, 1)
-        num_scales = require_int("num_latent_scales", num_latent_scales, 1)
-        require_int("num_groups_per_scale", num_groups_per_scale, 1)
-        require_int("min_groups_per_scale", min_groups_per_scale, 1)
-        self.latent_chs = require_int("latent_chs", latent_chs, 1)
-        self.num_preprocess_blocks = require_int("num_preprocess_blocks", num_preprocess_blocks, 0)
-        require_int("num_preprocess_cells", num_preprocess_cells, 1)
-        require_int("num_postprocess_blocks", num_postprocess_blocks, 0)
-        require_int("num_postprocess_cells", num_postprocess_cells, 1)
-        require_int("num_cells_per_group_enc", num_cells_per_group_enc, 0)
-        require_int("num_cells_per_group_dec", num_cells_per_group_dec, 0)
+        self.num_channels = c = check_int("num_channels", num_channels, 1)
+        num_scales = check_int("num_latent_scales", num_latent_scales, 1)
+        check_int("num_groups_per_scale", num_groups_per_scale, 1)
+        check_int("min_groups_per_scale", min_groups_per_scale, 1)
+        self.latent_chs = check_int("latent_chs", latent_chs, 1)
+        self.num_preprocess_blocks = check_int("num_preprocess_blocks", num_preprocess_blocks, 0)
+        check_int("num_preprocess_cells", num_preprocess_cells, 1)
+        check_int("num_postprocess_blocks", num_postprocess_blocks, 0)
+        check_int("num_postprocess_cells", num_postprocess_cells, 1)
+        check_int("num_cells_per_group_enc", num_cells_per_group_enc, 0)
+        check_int("num_cells_per_group_dec", num_cells_per_group_dec, 0)
         if num_postprocess_blocks != num_preprocess_blocks:
-            raise ValueError(
+            raise ConfigError(
                 f"num_postprocess_blocks={num_postprocess_blocks!r}; expected it to equal "
                 f"num_preprocess_blocks={num_preprocess_blocks!r}, since each post-process block "
                 "undoes one pre-process downsampling"
             )
-        if not isinstance(adaptive_groups, bool):
-            raise ValueError(f"adaptive_groups={adaptive_groups!r}; expected true or false")
+        check_bool("adaptive_groups", adaptive_groups)
 
         # Official: the top scale sits 2 ** (pre-process blocks + scales - 1) below the image.
         self.downsampling = 2 ** (num_preprocess_blocks + num_scales - 1)
@@ -360,7 +299,9 @@ class NVAEHierarchy(Hierarchy):
             ]
         self.postprocess = nn.Sequential(*post)
 
-        self.output_likelihood = build_likelihood(likelihood, image_chs=image_chs, num_bits=num_bits)
+        self.output_likelihood = build_likelihood(
+            likelihood, image_chs=image_chs, num_bits=num_bits, **LIKELIHOODS
+        )
         self.num_bits = self.output_likelihood.num_bits
         self.head = nn.Sequential(nn.ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
 

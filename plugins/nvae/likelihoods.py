@@ -23,7 +23,9 @@ from einops import rearrange
 
 import genzoo
 from genzoo.distributions import check_temperature, uniform_noise
+from genzoo.errors import ConfigError
 from genzoo.interfaces import OutputLikelihood
+from genzoo.validation import check_int
 
 LOG_SCALE_MIN = -7.0  # official clamp of the logistic log-scales
 SMALL_BIN = 1e-3  # below this bin width in units of the scale, log(1 - e^-t) = log t - t / 2
@@ -56,11 +58,10 @@ class DiscretizedMixLogistic(OutputLikelihood):
     def __init__(self, *, image_chs: int = 3, num_bits: int = 8, num_mixtures: int = 10) -> None:
         super().__init__(image_chs=image_chs, num_bits=num_bits)
         if image_chs not in (1, 3):
-            raise ValueError(
+            raise ConfigError(
                 f"image_chs={image_chs!r}; the discretized logistic mixture supports 1 or 3 channels"
             )
-        if not isinstance(num_mixtures, int) or isinstance(num_mixtures, bool) or num_mixtures < 1:
-            raise ValueError(f"num_mixtures={num_mixtures!r}; expected a positive integer")
+        check_int("num_mixtures", num_mixtures, 1)
         self.num_mixtures = num_mixtures
         self.max_value = 2**num_bits - 1
 

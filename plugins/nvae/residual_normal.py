@@ -30,6 +30,7 @@ from torch import nn
 import genzoo
 from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
+from genzoo.validation import check_int
 from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
@@ -65,10 +66,8 @@ class ResidualNormal(LatentGroup):
         flow_expansion: int = 6,
     ) -> None:
         super().__init__(enc_chs=enc_chs, dec_chs=dec_chs, latent_chs=latent_chs, top=top)
-        if not isinstance(num_flows, int) or isinstance(num_flows, bool) or num_flows < 0:
-            raise ValueError(f"num_flows={num_flows!r}; expected an integer >= 0")
-        if not isinstance(flow_expansion, int) or isinstance(flow_expansion, bool) or flow_expansion < 1:
-            raise ValueError(f"flow_expansion={flow_expansion!r}; expected a positive integer")
+        check_int("num_flows", num_flows, 0)
+        check_int("flow_expansion", flow_expansion, 1)
         self.encoder_params = wn_conv2d(enc_chs, 2 * latent_chs, 3)
         self.prior_params = None if top else wn_conv2d(dec_chs, 2 * latent_chs, 1)
         self.num_flows = num_flows

@@ -8,6 +8,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import ChannelGate
+from genzoo.validation import check_int
 
 
 class SqueezeExcitation(ChannelGate):
@@ -15,10 +16,8 @@ class SqueezeExcitation(ChannelGate):
 
     def __init__(self, chs: int, *, reduction: int = 16, min_hidden: int = 4) -> None:
         super().__init__(chs)
-        if not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"reduction={reduction!r}; expected a positive integer")
-        if not isinstance(min_hidden, int) or min_hidden < 1:
-            raise ValueError(f"min_hidden={min_hidden!r}; expected a positive integer")
+        check_int("reduction", reduction, 1)
+        check_int("min_hidden", min_hidden, 1)
         self.hidden = max(chs // reduction, min_hidden)
         self.fc1 = nn.Linear(chs, self.hidden)
         self.fc2 = nn.Linear(self.hidden, chs)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genzoo.interfaces import RESAMPLE_MODES
+from genzoo.validation import check_choice, check_int
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 
@@ -29,8 +30,7 @@ class FactorizedReduce(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
-        if not isinstance(out_chs, int) or out_chs < 1:
-            raise ValueError(f"out_chs={out_chs!r}; expected a positive integer")
+        check_int("out_chs", out_chs, 1)
         quarter = out_chs // 4
         widths = (quarter, quarter, quarter, out_chs - 3 * quarter) if quarter else (1,) * out_chs
         self.convs = nn.ModuleList(wn_conv2d(in_chs, w, 1, stride=2, padding=0) for w in widths)
@@ -61,8 +61,7 @@ def make_skip(in_chs: int, out_chs: int, resample: str) -> nn.Module:
     or a 1x1 weight-normalized conv without bias when the channel count changes (the official
     cells never change channels without resampling; this makes them drop-ins anywhere).
     """
-    if resample not in RESAMPLE_MODES:
-        raise ValueError(f"resample={resample!r}; expected one of {RESAMPLE_MODES}")
+    check_choice("resample", resample, RESAMPLE_MODES)
     if resample == "down":
         return FactorizedReduce(in_chs, out_chs)
     if resample == "up":

@@ -45,6 +45,7 @@ from torch import nn
 
 from genzoo.interfaces import Regularizer
 from genzoo.registry import Registry
+from genzoo.validation import check_choice, check_int, invalid, is_int
 
 PENALTIES = ("sum", "squared_excess")
 
@@ -102,13 +103,11 @@ class SpectralRegularizer(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__(coeff=coeff, anneal=anneal, coeff_init=coeff_init)
-        if penalty not in PENALTIES:
-            raise ValueError(f"penalty={penalty!r}; expected one of {', '.join(map(repr, PENALTIES))}")
+        check_choice("penalty", penalty, PENALTIES)
         for name, value in (("power_iterations", power_iterations), ("first_iterations", first_iterations)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected an integer >= 1")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed={seed!r}; expected an integer")
+            check_int(name, value, 1)
+        if not is_int(seed):
+            raise invalid("seed", seed, "an integer")
         self.penalty_kind = penalty
         self.power_iterations = power_iterations
         self.first_iterations = first_iterations
