@@ -15,7 +15,6 @@ from genzoo.discovery import (
     get_registry,
     reset_host,
 )
-from genzoo.engine.run_info import RunInfo
 from genzoo.errors import (
     ComponentTypeError,
     ConfigError,
@@ -44,6 +43,7 @@ from genzoo.interfaces import (
     TrainProgress,
 )
 from genzoo.registry import Entry, PluginInfo, Registry, register_modules
+from genzoo.run_info import RunInfo
 from genzoo.spec import ComponentSpec
 
 try:

@@ -74,6 +74,13 @@ class PluginHost:
         if unknown:
             self.pm.unregister(plugin)
             raise PluginLoadError(f"plugin {info.describe()} implements unknown hooks: {'; '.join(unknown)}")
+        wrappers = self._wrapper_hooks(plugin)
+        if wrappers:
+            self.pm.unregister(plugin)
+            raise PluginLoadError(
+                f"plugin {info.describe()} implements {', '.join(wrappers)} as a wrapper (wrapper=True or "
+                "hookwrapper=True); genzoo calls its hooks as plain calls, so implement them without it"
+            )
         self.plugins[info.name] = info
         impls = [i for i in self.pm.hook.genzoo_register.get_hookimpls() if i.plugin is plugin]
         with self.registry._registering_as(info):
@@ -101,6 +108,16 @@ class PluginHost:
                     f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
                 )
         return found
+
+    def _wrapper_hooks(self, plugin: Any) -> list[str]:
+        """Hooks ``plugin`` implements as pluggy wrappers, which :meth:`call_hook` does not run."""
+        return sorted(
+            name
+            for name, caller in vars(self.pm.hook).items()
+            if hasattr(caller, "get_hookimpls")
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+        )
 
     def load_module(self, module_name: str, *, source: str = "experiment", name: str | None = None) -> None:
         """Import ``module_name`` and register it as a plugin from ``source``."""
@@ -154,7 +171,9 @@ class PluginHost:
 
     # -- lifecycle hooks ---------------------------------------------------------------------
     def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
-        """Call the lifecycle hook ``name`` on every plugin, naming the plugin that raises."""
+        """Call the lifecycle hook ``name`` on every plugin, in pluggy's order (last registered
+        and ``tryfirst`` first), naming the plugin that raises; pluggy's own call would not
+        say which one did. Wrapper implementations are refused at load time."""
         caller = getattr(self.pm.hook, name)
         results = []
         for impl in reversed(caller.get_hookimpls()):

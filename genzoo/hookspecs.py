@@ -5,14 +5,20 @@ Every hook is declared here once, with its docstring as the contract, in the man
 in a module that genzoo loads from ``registry.yaml``, from an installed package's entry point in
 the group ``genzoo.plugins``, or from an experiment file's ``plugins:`` list.
 
-Hook arguments are passed by keyword; an implementation may accept any subset of them.
+Hook arguments are passed by keyword; an implementation may accept any subset of them. The
+lifecycle hooks are plain calls: an implementation marked ``wrapper=True`` or
+``hookwrapper=True`` is refused when its plugin is loaded, naming the plugin and the hook.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from genzoo.registry import Registry
+    from genzoo.run_info import RunInfo
 
 PROJECT_NAME = "genzoo"
 
@@ -21,7 +27,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def genzoo_register(registry) -> None:
+def genzoo_register(registry: Registry) -> None:
     """Register this plugin's components.
 
     Called once per plugin, right after the plugin is loaded. Call
@@ -36,7 +42,7 @@ def genzoo_register(registry) -> None:
 
 
 @hookspec
-def genzoo_run_start(run: Any) -> None:
+def genzoo_run_start(run: RunInfo) -> None:
     """Called once before the first training step of a run.
 
     :param run: a :class:`genzoo.RunInfo` (name, output folder, resolved config, model) of the
@@ -46,7 +52,7 @@ def genzoo_run_start(run: Any) -> None:
 
 
 @hookspec
-def genzoo_step_end(run: Any, step: int, metrics: dict[str, float]) -> None:
+def genzoo_step_end(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
     """Called after every optimizer step (also after a skipped one).
 
     :param run: the :class:`genzoo.RunInfo` of the run.
@@ -57,7 +63,7 @@ def genzoo_step_end(run: Any, step: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
-def genzoo_evaluation_end(run: Any, step: int, metrics: dict[str, float]) -> None:
+def genzoo_evaluation_end(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
     """Called after each evaluation of a run on the held-out split.
 
     :param run: the :class:`genzoo.RunInfo` of the run.
@@ -67,7 +73,7 @@ def genzoo_evaluation_end(run: Any, step: int, metrics: dict[str, float]) -> Non
 
 
 @hookspec
-def genzoo_run_end(run: Any, results: dict[str, Any]) -> None:
+def genzoo_run_end(run: RunInfo, results: dict[str, Any]) -> None:
     """Called once after a run has finished, diverged or been interrupted.
 
     :param run: the :class:`genzoo.RunInfo` of the run.
@@ -80,9 +86,11 @@ def genzoo_run_end(run: Any, results: dict[str, Any]) -> None:
 def genzoo_report_columns(results: dict[str, Any]) -> dict[str, Any] | None:
     """Return extra columns for one run's row of the report.
 
-    Called for every run when the report is rendered. Return a mapping of column name to value
-    (a number or a short string), or ``None`` to add nothing. Column names from different
-    plugins must not clash; prefix them with the plugin name.
+    Called for every run each time the report is rendered: by ``genzoo run`` as runs finish,
+    and by ``genzoo report DIR`` in a later process (so a column must be computable from the
+    row and the run's folder alone; ``results["checkpoint"]`` locates the folder). Return a
+    mapping of column name to value (a number or a short string), or ``None`` to add nothing.
+    Column names from different plugins must not clash; prefix them with the plugin name.
 
     :param results: the run's row of results, as read from its ``results.json``.
     """

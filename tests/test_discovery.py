@@ -147,6 +147,30 @@ def test_misspelt_hook_is_refused_with_the_closest_names(site_dir):
     assert "typo_plugin" not in host.plugins
 
 
+@pytest.mark.parametrize("marker", ["wrapper=True", "hookwrapper=True"])
+def test_wrapper_hook_implementation_is_refused_with_the_hook_named(site_dir, marker):
+    # genzoo runs its hooks one by one to name a plugin that raises, so a pluggy wrapper would
+    # silently never wrap anything: refused at load time instead.
+    (site_dir / "wrapping_plugin.py").write_text(
+        textwrap.dedent(
+            f"""
+            import genzoo
+
+            @genzoo.hookimpl({marker})
+            def genzoo_step_end(step):
+                yield
+            """
+        )
+    )
+    host = PluginHost()
+    with pytest.raises(
+        genzoo.PluginLoadError,
+        match=r"'wrapping_plugin' .* implements genzoo_step_end as a wrapper",
+    ):
+        host.load_module("wrapping_plugin")
+    assert "wrapping_plugin" not in host.plugins and not host.pm.get_plugins()
+
+
 def test_malformed_registry_file_is_named(tmp_path):
     bad = tmp_path / "registry.yaml"
     bad.write_text("plugins:\n  - nvae\n")

@@ -25,9 +25,9 @@ from genzoo.engine.evaluation import (
 from genzoo.engine.evaluator import evaluate
 from genzoo.engine.fid import frechet_distance
 from genzoo.engine.logging import read_metrics
-from genzoo.engine.run_info import RunInfo
 from genzoo.engine.schedules import WarmupCosine, balanced_kl, kl_balance_alpha, kl_coefficient
 from genzoo.engine.trainer import Trainer, train
+from genzoo.run_info import RunInfo
 
 __all__ = [
     "EvalConfig",

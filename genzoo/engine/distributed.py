@@ -136,6 +136,14 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+def all_reduce_scalars(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each named scalar summed across ranks, in one collective; returns Python floats by name
+    (divide by the world size for means)."""
+    names = list(scalars)
+    stacked = torch.stack([scalars[name].detach().float().reshape(()) for name in names])
+    return dict(zip(names, all_reduce_(stacked).tolist()))
+
+
 def broadcast_object(obj, src: int = 0):
     """``obj`` from rank ``src`` on every rank; the object itself in one process."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from genzoo.atomic import atomic_write_text
+from genzoo.layout import RunPaths
 
-METRICS_FILE = "metrics.jsonl"
 
-
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe scalars: tensors to numbers; NaN and infinities as strings (valid JSON)."""
     if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -55,10 +54,11 @@ class RunLogger:
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_log(self.out_dir / METRICS_FILE, start_step)
-        self._file = open(self.out_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        paths = RunPaths(self.out_dir)
+        _truncate_log(paths.metrics, start_step)
+        self._file = open(paths.metrics, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if tensorboard:
-            self._writer = _tensorboard_writer(self.out_dir / "tensorboard")
+            self._writer = _tensorboard_writer(paths.tensorboard)
         if progress_bar:
             from tqdm.auto import tqdm
 
@@ -70,7 +70,7 @@ class RunLogger:
         """Append one record and mirror its scalars to TensorBoard under ``kind/``."""
         if not self.enabled:
             return
-        record = {"kind": kind, "step": int(step), "time": time.time(), **_plain(metrics)}
+        record = {"kind": kind, "step": int(step), "time": time.time(), **json_safe(metrics)}
         assert self._file is not None
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()

@@ -1,21 +1,9 @@
-"""The experiment's output folder: where each run writes, and what happens to earlier results.
+"""The experiment's output folder: which runs are over, and what happens to earlier results.
 
-Layout::
-
-    OUT/<experiment>/
-      experiment.json                 # what was asked: file, profile, overrides, runs + fingerprints
-      runs/<run>/seed<k>/
-        config.yaml                   # the resolved run config (and its fingerprint)
-        checkpoint.pt                 # latest checkpoint (atomic), for resuming
-        metrics.jsonl                 # training and evaluation metrics, one JSON object a line
-        results.json                  # written once, when the run is over (finished or diverged)
-        samples_t<T>.png              # sample grids
-      report.md  results.csv  results.json  curves.png
-      archive/<timestamp>/...         # earlier results moved aside by --fresh, never deleted
-
-Earlier results are never overwritten silently: a run folder written with another configuration
-stops the command, unless the user passes ``--resume`` (continue those runs under the new
-configuration) or ``--fresh`` (move them to ``archive/`` and start again).
+The layout itself (every file name) is :mod:`genzoo.layout`'s. Earlier results are never
+overwritten silently: a run folder written with another configuration stops the command,
+unless the user passes ``--resume`` (continue those runs under the new configuration) or
+``--fresh`` (move them to ``archive/`` and start again).
 """
 
 from __future__ import annotations
@@ -23,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +19,7 @@ import yaml
 from genzoo.atomic import atomic_write_text
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.experiment.spec import Experiment, RunSpec
-
-CONFIG_FILE = "config.yaml"
-RESULTS_FILE = "results.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"
+from genzoo.layout import ExperimentPaths, RunPaths
 
 
 def confined(root: Path, *parts: str) -> Path:
@@ -48,39 +31,18 @@ def confined(root: Path, *parts: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    dir: Path
-
-    @property
-    def config(self) -> Path:
-        return self.dir / CONFIG_FILE
-
-    @property
-    def results(self) -> Path:
-        return self.dir / RESULTS_FILE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.dir / CHECKPOINT_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.dir / METRICS_FILE
-
-    def samples(self, temperature: float) -> Path:
-        return self.dir / f"samples_t{temperature:g}.png"
-
-
 class ExperimentDir:
     """The output folder of one experiment."""
 
     def __init__(self, out_root: str | Path, experiment: Experiment) -> None:
         self.experiment = experiment
         self.root = confined(Path(out_root), experiment.name)
+        self.paths = ExperimentPaths(self.root)
 
     def run_paths(self, run: RunSpec) -> RunPaths:
-        return RunPaths(confined(self.root, "runs", run.name, f"seed{run.seed}"))
+        paths = self.paths.run(run.name, run.seed)
+        confined(self.root, str(paths.dir.relative_to(self.root)))
+        return paths
 
     # -- state of earlier runs ---------------------------------------------------------------
     @staticmethod
@@ -93,9 +55,10 @@ class ExperimentDir:
 
     @staticmethod
     def finished_results(paths: RunPaths) -> dict[str, Any] | None:
-        """The run's row if it is over (finished or diverged) and was recorded by the runner,
-        else None. (The engine writes its own ``results.json`` first; a kill before the runner
-        completes it leaves a row without ``fingerprint``, and the run is resumed to redo it.)"""
+        """The run's row if it is over (finished or diverged) and was written for a matrix run
+        (it carries the run's ``fingerprint``), else None. A row without one comes from a bare
+        ``genzoo.engine.train`` call, or from an older genzoo, whose runner completed the
+        engine's row in a second write that a kill could cut off: such a run is trained again."""
         try:
             results = json.loads(paths.results.read_text())
         except (OSError, json.JSONDecodeError):
@@ -145,9 +108,10 @@ class ExperimentDir:
             "file": str(self.experiment.file),
             "profile": self.experiment.profile,
             "overrides": self.experiment.overrides,
+            "plugins": self.experiment.plugins,
             "runs": {r.run_id: r.fingerprint() for r in self.experiment.runs},
         }
-        atomic_write_text(self.root / "experiment.json", json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
 
     def write_run_config(self, run: RunSpec, **facts: Any) -> None:
         """``config.yaml``: the fingerprint, the resolved run config, and ``facts`` learned while
@@ -159,7 +123,7 @@ class ExperimentDir:
         if not runs:
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        dest_root = confined(self.root, "archive", stamp)
+        dest_root = confined(self.root, self.paths.archive.name, stamp)
         for run in runs:
             src = self.run_paths(run).dir
             dest = dest_root / "runs" / run.name / f"seed{run.seed}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,14 @@ from typing import Any
 
 import torch
 
-from genzoo.atomic import atomic_write_text
 from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
+from genzoo.engine.results import summary_line
 from genzoo.errors import ConfigError, GenzooError
-from genzoo.experiment.outputs import ExperimentDir, RunPaths
+from genzoo.experiment.outputs import ExperimentDir
 from genzoo.experiment.report import render_report
 from genzoo.experiment.spec import Experiment, RunSpec
 from genzoo.interfaces import Hierarchy, ImageDataset, Regularizer
+from genzoo.layout import RunPaths
 from genzoo.registry import namespace_of
 from genzoo.spec import ComponentSpec
 
@@ -196,6 +196,7 @@ def run_matrix(
     exp_dir = ExperimentDir(out_root, experiment)
     exp_dir.prepare(runs, resume=resume, fresh=fresh)
     outcome = MatrixOutcome(exp_dir.root)
+    reported = False  # whether the report shows the last run's row already
     for index, run in enumerate(runs, 1):
         paths = exp_dir.run_paths(run)
         done = exp_dir.finished_results(paths)
@@ -206,11 +207,13 @@ def run_matrix(
         echo(f"[{index}/{len(runs)}] {run.run_id}: training ({run.training.steps} steps)")
         status = _train_one(run, paths, exp_dir, host, datasets, device, echo)
         getattr(outcome, status).append(run.run_id)
-        render_report(exp_dir.root, title=experiment.name)
+        render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
+        reported = True
         if status == "interrupted":
             echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
             break
-    render_report(exp_dir.root, title=experiment.name)
+    if not reported:
+        render_report(exp_dir.root, title=experiment.name, host=host)
     return outcome
 
 
@@ -232,8 +235,7 @@ def _train_one(
     training = run.training if device is None else dataclasses.replace(run.training, device=device)
     facts = {"image_shape": list(dataset.image_shape), "num_bits": dataset.num_bits}
     exp_dir.write_run_config(run, **facts)
-    config = {**run.to_config(), **facts}
-    row_meta = {
+    row_fields = {
         "run": run.name,
         "seed": run.seed,
         "group": run.group,
@@ -243,7 +245,7 @@ def _train_one(
         "fingerprint": run.fingerprint(),
     }
     try:
-        results = train(
+        row = train(
             model,
             dataset.split("train"),
             dataset.split("test"),
@@ -253,33 +255,15 @@ def _train_one(
             eval_config=run.evaluation,
             name=run.run_id,
             host=host,
-            run_config=config,
+            run_config={**run.to_config(), **facts},
             dataset_name=json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str),
+            row_fields=row_fields,
         )
     except GenzooError:
         raise
-    except Exception as exc:  # a crash in one run must not cost the others
-        atomic_write_text(paths.dir / "error.txt", traceback.format_exc())
-        row = {**row_meta, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        atomic_write_text(paths.results, json.dumps(row, indent=2, default=str) + "\n")
-        echo(f"    failed: {type(exc).__name__}: {exc} (traceback in {paths.dir / 'error.txt'})")
+    except Exception as exc:  # a crash in one run must not cost the others; the trainer wrote its row
+        echo(f"    failed: {type(exc).__name__}: {exc} (traceback in {paths.error})")
         return "failed"
-    row = {**row_meta, **results}
-    if isinstance(row.get("peak_memory_bytes"), (int, float)):
-        row["peak_memory_mb"] = row["peak_memory_bytes"] / 2**20
-    row["diverged"] = int(row.get("status") == "diverged")
-    extra: dict[str, Any] = {}
-    for columns in host.call_hook("genzoo_report_columns", results=dict(row)):
-        if isinstance(columns, dict):
-            extra.update(columns)
-    if extra:
-        row["extra"] = extra
-    atomic_write_text(paths.results, json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
+    echo(f"    {summary_line(row)}")
     status = row.get("status", "finished")
-    summary = ", ".join(
-        f"{k} {row[k]:.4f}"
-        for k in ("test_bpd_elbo", "test_bpd_iw", "test_nats_elbo")
-        if isinstance(row.get(k), float)
-    )
-    echo(f"    {status}" + (f": {summary}" if summary else ""))
     return status if status in ("finished", "diverged", "interrupted") else "failed"

@@ -1,0 +1,123 @@
+"""Where a run and an experiment keep their files: every file name genzoo writes, in one place.
+
+Layout::
+
+    OUT/<experiment>/                 ExperimentPaths
+      experiment.json                 what was asked: file, profile, overrides, plugins, runs
+      report.md  results.csv  results.json  curves.png   (written by the report only)
+      archive/<timestamp>/...         earlier results moved aside by --fresh, never deleted
+      runs/<run>/seed<k>/             RunPaths
+        config.yaml                   the resolved run config and its fingerprint (the runner)
+        train_config.json             the engine's settings as it ran them (the trainer)
+        checkpoint.pt                 latest checkpoint, for resuming (the trainer)
+        metrics.jsonl  tensorboard/   training and evaluation metrics (the run's logger)
+        results.json                  the run's row, written once when the run is over (the trainer)
+        error.txt                     the traceback of a run that crashed (the trainer)
+        samples_t<T>.png  reconstructions.png   image grids (the evaluator)
+
+Each file has one writer, named above; everything else asks these classes for paths.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_SAMPLES = re.compile(r"^samples_t(?P<t>[0-9.e+-]+)\.png$")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run's folder."""
+
+    dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def train_config(self) -> Path:
+        return self.dir / "train_config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.dir / "tensorboard"
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results.json"
+
+    @property
+    def error(self) -> Path:
+        return self.dir / "error.txt"
+
+    @property
+    def reconstructions(self) -> Path:
+        return self.dir / "reconstructions.png"
+
+    def samples(self, temperature: float) -> Path:
+        """The sample grid at ``temperature``."""
+        return self.dir / f"samples_t{temperature:g}.png"
+
+    def sample_grids(self) -> list[tuple[str, Path]]:
+        """``(temperature as written, path)`` of the sample grids present, sorted by name."""
+        found = []
+        for path in sorted(self.dir.glob("samples_t*.png")):
+            match = _SAMPLES.match(path.name)
+            if match:
+                found.append((match["t"], path))
+        return found
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    """The files of one experiment's output folder (``OUT/<experiment>/``)."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    def run(self, name: str, seed: int) -> RunPaths:
+        """The folder of run ``name`` with ``seed`` (names are checked to be folder-safe when
+        the experiment file is read)."""
+        return RunPaths(self.root / "runs" / name / f"seed{seed}")
+
+    def runs(self) -> list[tuple[str, str, RunPaths]]:
+        """``(run name, seed folder, paths)`` of every run folder present, sorted by name."""
+        return [
+            (folder.parent.name, folder.name, RunPaths(folder))
+            for folder in sorted(self.root.glob("runs/*/seed*"))
+            if folder.is_dir()
+        ]
