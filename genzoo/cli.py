@@ -7,9 +7,11 @@ with code 2; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from genzoo import __version__
 from genzoo.discovery import get_host
@@ -133,14 +135,20 @@ def _configure_report(p: argparse.ArgumentParser) -> Command:
     p.add_argument("dir", help="an experiment output folder (OUT/<name>)")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from genzoo.experiment.report import render_report
+        from genzoo.layout import ExperimentPaths
 
-        folder = Path(args.dir)
-        if not (folder / "experiment.json").exists():
-            raise GenzooError(f"{folder}: not an experiment output folder (no experiment.json)")
-        for path in render_report(folder).values():
+        paths = ExperimentPaths(Path(args.dir))
+        try:
+            manifest = json.loads(paths.manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GenzooError(
+                f"{paths.root}: not an experiment output folder (no readable experiment.json)"
+            ) from exc
+        host = get_host()
+        for module in manifest.get("plugins") or []:  # its columns come from the same plugins
+            host.load_module(module, source="experiment")
+        for path in render_report(paths.root, title=manifest.get("name"), host=host).values():
             print(path)
         return 0
 

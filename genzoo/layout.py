@@ -14,6 +14,7 @@ Layout::
         results.json                  the run's row, written once when the run is over (the trainer)
         error.txt                     the traceback of a run that crashed (the trainer)
         samples_t<T>.png  reconstructions.png   image grids (the evaluator)
+        samples_cli_t<T>.png          a grid drawn by ``genzoo sample``
 
 Each file has one writer, named above; everything else asks these classes for paths.
 """
@@ -68,6 +69,10 @@ class RunPaths:
     def samples(self, temperature: float) -> Path:
         """The sample grid at ``temperature``."""
         return self.dir / f"samples_t{temperature:g}.png"
+
+    def cli_samples(self, temperature: float) -> Path:
+        """The grid ``genzoo sample`` writes at ``temperature`` unless told another file."""
+        return self.dir / f"samples_cli_t{temperature:g}.png"
 
     def sample_grids(self) -> list[tuple[str, Path]]:
         """``(temperature as written, path)`` of the sample grids present, sorted by name."""

@@ -26,6 +26,7 @@ from genzoo.engine.evaluation import (
     sample_images,
 )
 from genzoo.interfaces.hierarchy import Hierarchy
+from genzoo.layout import RunPaths
 
 
 def _images(batch: Any) -> torch.Tensor:
@@ -120,13 +121,13 @@ def _rank0_figures(
 
             folder.mkdir(parents=True, exist_ok=True)
             for t, images in grids.items():
-                save_image(images.float().cpu(), folder / f"samples_t{t:g}.png", nrow=8)
+                save_image(images.float().cpu(), RunPaths(folder).samples(t), nrow=8)
     if config.num_reconstructions > 0 and folder is not None:
         from torchvision.utils import save_image
 
         pairs = reconstruction_pairs(model, _first_images(test_data, config.num_reconstructions).to(device))
         folder.mkdir(parents=True, exist_ok=True)
-        save_image(pairs.float().cpu(), folder / "reconstructions.png", nrow=2)
+        save_image(pairs.float().cpu(), RunPaths(folder).reconstructions, nrow=2)
     if config.speed_batches > 0:
         results["sampling_images_per_s"] = sampling_speed(
             model, batch_size=config.batch_size, batches=config.speed_batches

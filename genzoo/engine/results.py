@@ -22,7 +22,9 @@ MIB = 2**20
 
 def write_results(paths: RunPaths, row: Mapping[str, Any]) -> None:
     """``results.json``: the row, JSON-safe (non-finite numbers as strings), keys sorted."""
-    atomic_write_text(paths.results, json.dumps(json_safe(dict(row)), indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(
+        paths.results, json.dumps(json_safe(dict(row)), indent=2, sort_keys=True, default=str) + "\n"
+    )
 
 
 def failed_row(paths: RunPaths, fields: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -37,6 +39,8 @@ def summary_line(row: Mapping[str, Any]) -> str:
     if status == "failed":
         return f"failed: {row.get('reason', '')}"
     figures = ", ".join(
-        f"{k} {row[k]:.4f}" for k in ("test_bpd_elbo", "test_bpd_iw", "test_nats_elbo") if isinstance(row.get(k), float)
+        f"{k} {row[k]:.4f}"
+        for k in ("test_bpd_elbo", "test_bpd_iw", "test_nats_elbo")
+        if isinstance(row.get(k), float)
     )
     return status + (f": {figures}" if figures else "")

@@ -169,7 +169,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             generator=self.loader_generator,
         )
-        self.guard = StepGuard(skip_threshold=cfg.skip_threshold, max_consecutive_skips=cfg.max_consecutive_skips)
+        self.guard = StepGuard(
+            skip_threshold=cfg.skip_threshold, max_consecutive_skips=cfg.max_consecutive_skips
+        )
         self.state = RunState(
             path=self.paths.checkpoint,
             config=cfg,
@@ -238,7 +240,9 @@ class Trainer:
         scalars = {
             **objective.scalars(),
             "nonfinite": (~torch.isfinite(objective.loss.detach())).float(),
-            "stop": torch.tensor(float(self.stop_signals.requested is not None), device=objective.loss.device),
+            "stop": torch.tensor(
+                float(self.stop_signals.requested is not None), device=objective.loss.device
+            ),
             **{f"reg_{n}": v for n, v in zip(self._reg_names, objective.regularizer_losses)},
             **{f"kl_group_{i}": v for i, v in enumerate(objective.kl_per_group.detach().mean(0))},
         }
@@ -494,4 +498,6 @@ def train(
     ``test_nats_elbo``, ``test_nats_iw``, ``test_kl_group_<i>``, ``test_active_units``, also as
     ``active_units``), ``sampling_images_per_s`` and ``fid``.
     """
-    return Trainer(model, train_data, test_data, config or TrainConfig(), out_dir, **options).fit(resume=resume)
+    return Trainer(model, train_data, test_data, config or TrainConfig(), out_dir, **options).fit(
+        resume=resume
+    )

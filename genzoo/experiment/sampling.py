@@ -12,7 +12,7 @@ import yaml
 from genzoo.atomic import atomic_write_bytes
 from genzoo.discovery import get_host
 from genzoo.errors import ConfigError, GenzooError
-from genzoo.experiment.outputs import CHECKPOINT_FILE, CONFIG_FILE
+from genzoo.layout import RunPaths
 from genzoo.spec import ComponentSpec
 
 
@@ -22,10 +22,10 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
     from genzoo.engine import load_checkpoint
 
     run_dir = Path(run_dir)
-    config_path, ckpt_path = run_dir / CONFIG_FILE, run_dir / CHECKPOINT_FILE
+    config_path, ckpt_path = RunPaths(run_dir).config, RunPaths(run_dir).checkpoint
     if not config_path.exists() or not ckpt_path.exists():
         raise ConfigError(
-            f"{run_dir}: not a trained run folder (expected {CONFIG_FILE} and {CHECKPOINT_FILE})"
+            f"{run_dir}: not a trained run folder (expected {config_path.name} and {ckpt_path.name})"
         )
     try:
         config = yaml.safe_load(config_path.read_text())
@@ -80,7 +80,7 @@ def sample_run(
             images = model.sample(num_samples, temperature)
     else:
         images = model.sample(num_samples, temperature)
-    out_path = Path(out) if out else Path(run_dir) / f"samples_cli_t{temperature:g}.png"
+    out_path = Path(out) if out else RunPaths(Path(run_dir)).cli_samples(temperature)
     buf = io.BytesIO()
     save_image(images.float().cpu(), buf, format="png", nrow=max(1, int(math.sqrt(num_samples))), padding=2)
     atomic_write_bytes(out_path, buf.getvalue())
