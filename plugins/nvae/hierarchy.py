@@ -10,13 +10,15 @@ scales an "up" cell halves the channels. Post-process blocks (each starting with
 and an ELU + 3x3 conv head give the likelihood parameters.
 
 Every cell, the gate, the latent group and the likelihood are built from registry keys, so any
-one of them can be swapped alone; the combiners, stem, ``encoder0`` and head are NVAE's own
-weight-normalized convolutions and live here.
+one of them can be swapped alone; the combiners (:mod:`.combiners`), stem, ``encoder0`` and
+head are NVAE's own weight-normalized convolutions; the layout of scales and slots is
+:mod:`.layout`'s. (This file is about 400 lines because the one class documents every option of
+the official configuration and builds each part in its own method, as the official
+``init_*`` methods do.)
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
 
@@ -26,15 +28,20 @@ from torch import nn
 
 from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.errors import ConfigError
-from genzoo.interfaces import Cell, GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
+from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
 from genzoo.validation import check_bool, check_int
+from genzoo_plugins.nvae.combiners import DecoderCombiner, EncoderCombiner
+from genzoo_plugins.nvae.layout import (
+    CHANNEL_MULT,
+    DECODER_EXPANSION,
+    POSTPROCESS_EXPANSION,
+    CellMaker,
+    groups_per_scale,
+)
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
-CHANNEL_MULT = 2  # channels double at every "down" cell and halve at every "up" cell (official)
-DECODER_EXPANSION = 6  # separable decoder cells (Sec. 3.1.2)
-POSTPROCESS_EXPANSION = 3  # separable post-process cells use a smaller one (official arch)
 DEFAULT_LATENT_GROUP = ComponentSpec("nvae.residual_normal", MappingProxyType({"num_flows": 1}))
 """Residual normal groups with one pair of autoregressive flows (official CIFAR-10 ``--num_nf 1``)."""
 LIKELIHOODS = {
@@ -45,71 +52,6 @@ LIKELIHOODS = {
 }
 """NVAE's output distributions (Sec. 4): Bernoulli for binarized images, a 10-component
 discretized mixture of logistics otherwise."""
-
-
-def groups_per_scale(num_scales: int, num_groups: int, *, adaptive: bool, min_groups: int = 1) -> list[int]:
-    """Groups at each scale, **finest first**: ``num_groups`` at the finest scale and, with
-    ``adaptive``, half as many at each coarser scale but never fewer than ``min_groups``
-    (NVAE Sec. 3.1, "adaptive group sizes"; official ``utils.groups_per_scale``)."""
-    counts, n = [], num_groups
-    for _ in range(num_scales):
-        counts.append(n)
-        if adaptive:
-            n = max(min_groups, n // 2)
-    return counts
-
-
-def _make_gate(spec: ComponentSpec, chs: int) -> nn.Module:
-    return spec.build("gate", chs=chs)
-
-
-class _CellMaker:
-    """Builds cells from specs, each with the shared gate, from the registry the hierarchy is
-    being built from; used during construction only, so the model keeps no reference to it."""
-
-    def __init__(self, gate: SpecLike | None) -> None:
-        self.gate_layer = None
-        if gate is not None:
-            gate_spec = ComponentSpec.parse(gate, where="gate")
-            gate_spec.entry("gate")  # a wrong key fails here, not inside a cell
-            self.gate_layer = functools.partial(_make_gate, gate_spec)
-
-    def __call__(
-        self, spec: ComponentSpec, in_chs: int, out_chs: int, resample: str, expansion: int | None = None
-    ) -> Cell:
-        """A cell; ``expansion`` goes to cells whose registration ``accepts`` it and whose spec
-        does not set it."""
-        options = dict(spec.options)
-        if expansion is not None and "expansion" not in options and "expansion" in spec.entry("cell").accepts:
-            options["expansion"] = expansion
-        return ComponentSpec(spec.key, options).build(
-            "cell", in_chs=in_chs, out_chs=out_chs, resample=resample, gate_layer=self.gate_layer
-        )
-
-
-# -- NVAE's own small modules ------------------------------------------------------------------
-class EncoderCombiner(nn.Module):
-    """``feature + conv1x1(dec_state)``: the bottom-up feature a posterior reads (official
-    ``EncCombinerCell``), so each posterior also depends on the groups above it."""
-
-    def __init__(self, enc_chs: int, dec_chs: int) -> None:
-        super().__init__()
-        self.conv = wn_conv2d(dec_chs, enc_chs, 1)
-
-    def forward(self, feature: torch.Tensor, dec_state: torch.Tensor) -> torch.Tensor:
-        return feature + self.conv(dec_state)
-
-
-class DecoderCombiner(nn.Module):
-    """``conv1x1(concat(state, z))``: how a group's sample enters the top-down path (official
-    ``DecCombinerCell``)."""
-
-    def __init__(self, dec_chs: int, latent_chs: int) -> None:
-        super().__init__()
-        self.conv = wn_conv2d(dec_chs + latent_chs, dec_chs, 1)
-
-    def forward(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([state, z], dim=1))
 
 
 # -- the hierarchy -------------------------------------------------------------------------------
@@ -183,7 +125,7 @@ class NVAEHierarchy(Hierarchy):
     ) -> None:
         super().__init__(image_shape=image_shape)
         image_chs, height, width = self.image_shape
-        self.num_channels = c = check_int("num_channels", num_channels, 1)
+        self.num_channels = check_int("num_channels", num_channels, 1)
         num_scales = check_int("num_latent_scales", num_latent_scales, 1)
         check_int("num_groups_per_scale", num_groups_per_scale, 1)
         check_int("min_groups_per_scale", min_groups_per_scale, 1)
@@ -212,22 +154,53 @@ class NVAEHierarchy(Hierarchy):
         self.vanilla = num_scales == 1 and num_groups_per_scale == 1
         self._groups = tuple(self._group_infos())
 
-        cell = _CellMaker(gate)
-        encoder_cell = ComponentSpec.parse(encoder_cell, where="encoder_cell")
-        decoder_cell = ComponentSpec.parse(decoder_cell, where="decoder_cell")
-        preprocess_cell = ComponentSpec.parse(preprocess_cell, where="preprocess_cell")
-        postprocess_cell = ComponentSpec.parse(postprocess_cell, where="postprocess_cell")
-        latent_spec = ComponentSpec.parse(latent_group, where="latent_group")
-        top_chs = self.chs_at_scale(0)
+        cells = CellMaker(gate)
+        specs = {
+            name: ComponentSpec.parse(value, where=name)
+            for name, value in (
+                ("encoder_cell", encoder_cell),
+                ("decoder_cell", decoder_cell),
+                ("preprocess_cell", preprocess_cell),
+                ("postprocess_cell", postprocess_cell),
+                ("latent_group", latent_group),
+            )
+        }
+        # The parts in the official model's order (its init_* methods), which is also the order
+        # their weights are drawn in: the same seed gives the same initial model.
+        self._build_preprocess(cells, specs["preprocess_cell"], image_chs, num_preprocess_cells)
+        self._build_encoder(cells, specs["encoder_cell"], finest_first, num_cells_per_group_enc)
+        self._build_latent_groups(specs["latent_group"])
+        self._build_decoder(cells, specs["decoder_cell"], num_cells_per_group_dec)
+        self._build_postprocess(
+            cells, specs["postprocess_cell"], num_postprocess_blocks, num_postprocess_cells
+        )
+        self.output_likelihood = build_likelihood(
+            likelihood, image_chs=image_chs, num_bits=num_bits, **LIKELIHOODS
+        )
+        self.num_bits = self.output_likelihood.num_bits
+        self.head = nn.Sequential(nn.ELU(), wn_conv2d(self.num_channels, self.output_likelihood.param_chs, 3))
 
+    # -- the parts, built in order --------------------------------------------------------------
+    def _build_preprocess(
+        self, cells: CellMaker, spec: ComponentSpec, image_chs: int, num_cells: int
+    ) -> None:
+        """The 3x3 stem on the image, then pre-process blocks, each ending in a "down" cell that
+        doubles the channels (official ``init_pre_process``)."""
+        c = self.num_channels
         self.stem = wn_conv2d(image_chs, c, 3)
         pre = []
-        for b in range(num_preprocess_blocks):
+        for b in range(self.num_preprocess_blocks):
             chs = c * CHANNEL_MULT**b
-            pre += [cell(preprocess_cell, chs, chs, "none") for _ in range(num_preprocess_cells - 1)]
-            pre.append(cell(preprocess_cell, chs, CHANNEL_MULT * chs, "down"))
+            pre += [cells(spec, chs, chs, "none") for _ in range(num_cells - 1)]
+            pre.append(cells(spec, chs, CHANNEL_MULT * chs, "down"))
         self.preprocess = nn.Sequential(*pre)
 
+    def _build_encoder(
+        self, cells: CellMaker, spec: ComponentSpec, finest_first: list[int], num_cells: int
+    ) -> None:
+        """The bottom-up tower, finest scale first, its combiners and ``encoder0`` (official
+        ``init_encoder_tower`` and ``init_encoder0``)."""
+        num_scales = len(finest_first)
         # encoder_groups[e][g]: the cells of group g at encoder scale e (finest first);
         # encoder_down[e]: the "down" cell after encoder scale e. The vanilla VAE has neither.
         self.encoder_groups = nn.ModuleList()
@@ -236,23 +209,24 @@ class NVAEHierarchy(Hierarchy):
             chs = self.chs_at_scale(num_scales - 1 - e)
             self.encoder_groups.append(
                 nn.ModuleList(
-                    nn.Sequential(
-                        *(cell(encoder_cell, chs, chs, "none") for _ in range(num_cells_per_group_enc))
-                    )
+                    nn.Sequential(*(cells(spec, chs, chs, "none") for _ in range(num_cells)))
                     for _ in range(count)
                 )
             )
             if e < num_scales - 1:
-                self.encoder_down.append(cell(encoder_cell, chs, CHANNEL_MULT * chs, "down"))
+                self.encoder_down.append(cells(spec, chs, CHANNEL_MULT * chs, "down"))
         # encoder_combiners[i - 1] serves decoder group i; the top group reads encoder0 alone.
         self.encoder_combiners = nn.ModuleList(
             EncoderCombiner(self.chs_at_scale(info.scale), self.chs_at_scale(info.scale))
             for info in ([] if self.vanilla else self._groups[1:])
         )
+        top_chs = self.chs_at_scale(0)
         self.encoder0 = nn.Sequential(nn.ELU(), wn_conv2d(top_chs, top_chs, 1), nn.ELU())
 
+    def _build_latent_groups(self, spec: ComponentSpec) -> None:
+        """One latent group per :class:`GroupInfo`, coarsest first; the first is the top group."""
         self.latent_groups = nn.ModuleList(
-            latent_spec.build(
+            spec.build(
                 "latent_group",
                 enc_chs=self.chs_at_scale(info.scale),
                 dec_chs=self.chs_at_scale(info.scale),
@@ -262,48 +236,45 @@ class NVAEHierarchy(Hierarchy):
             for info in self._groups
         )
 
+    def _build_decoder(self, cells: CellMaker, spec: ComponentSpec, num_cells: int) -> None:
+        """The top-down path: a learned input, cells and a combiner per group, an "up" cell
+        between scales (official ``init_decoder_tower``); the vanilla VAE has a 1x1 stem from
+        ``z`` instead."""
         # decoder_groups[i]: the cells before group i (none before the top group);
         # decoder_up[s]: the "up" cell after decoder scale s.
         self.decoder_groups = nn.ModuleList()
         self.decoder_combiners = nn.ModuleList()
         self.decoder_up = nn.ModuleList()
+        top_chs = self.chs_at_scale(0)
         if self.vanilla:
             self.decoder_input = None
             self.decoder_stem = wn_conv2d(self.latent_chs, top_chs, 1)
-        else:
-            top = self._groups[0]
-            # The official prior_ftr0: a learned constant input, initialized U[0, 1).
-            self.decoder_input = nn.Parameter(torch.rand(top_chs, top.height, top.width))
-            self.decoder_stem = None
-            for info in self._groups:
-                chs = self.chs_at_scale(info.scale)
-                n = 0 if info.index == 0 else num_cells_per_group_dec
-                self.decoder_groups.append(
-                    nn.Sequential(
-                        *(cell(decoder_cell, chs, chs, "none", DECODER_EXPANSION) for _ in range(n))
-                    )
-                )
-                self.decoder_combiners.append(DecoderCombiner(chs, self.latent_chs))
-                if self._ends_scale(info):
-                    self.decoder_up.append(
-                        cell(decoder_cell, chs, chs // CHANNEL_MULT, "up", DECODER_EXPANSION)
-                    )
+            return
+        top = self._groups[0]
+        # The official prior_ftr0: a learned constant input, initialized U[0, 1).
+        self.decoder_input = nn.Parameter(torch.rand(top_chs, top.height, top.width))
+        self.decoder_stem = None
+        for info in self._groups:
+            chs = self.chs_at_scale(info.scale)
+            n = 0 if info.index == 0 else num_cells
+            self.decoder_groups.append(
+                nn.Sequential(*(cells(spec, chs, chs, "none", DECODER_EXPANSION) for _ in range(n)))
+            )
+            self.decoder_combiners.append(DecoderCombiner(chs, self.latent_chs))
+            if self._ends_scale(info):
+                self.decoder_up.append(cells(spec, chs, chs // CHANNEL_MULT, "up", DECODER_EXPANSION))
 
+    def _build_postprocess(
+        self, cells: CellMaker, spec: ComponentSpec, num_blocks: int, num_cells: int
+    ) -> None:
+        """Post-process blocks, each starting with an "up" cell that halves the channels
+        (official ``init_post_process``); separable cells there use expansion 3."""
         post = []
-        for b in range(num_postprocess_blocks):
-            chs = self.chs_at_scale(num_scales - 1) // CHANNEL_MULT ** (b + 1)
-            post.append(cell(postprocess_cell, CHANNEL_MULT * chs, chs, "up", POSTPROCESS_EXPANSION))
-            post += [
-                cell(postprocess_cell, chs, chs, "none", POSTPROCESS_EXPANSION)
-                for _ in range(num_postprocess_cells - 1)
-            ]
+        for b in range(num_blocks):
+            chs = self.chs_at_scale(len(self.groups_per_scale) - 1) // CHANNEL_MULT ** (b + 1)
+            post.append(cells(spec, CHANNEL_MULT * chs, chs, "up", POSTPROCESS_EXPANSION))
+            post += [cells(spec, chs, chs, "none", POSTPROCESS_EXPANSION) for _ in range(num_cells - 1)]
         self.postprocess = nn.Sequential(*post)
-
-        self.output_likelihood = build_likelihood(
-            likelihood, image_chs=image_chs, num_bits=num_bits, **LIKELIHOODS
-        )
-        self.num_bits = self.output_likelihood.num_bits
-        self.head = nn.Sequential(nn.ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
 
     # -- layout -----------------------------------------------------------------------------------
     def chs_at_scale(self, scale: int) -> int:
