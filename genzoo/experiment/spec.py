@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genzoo.errors import ConfigError
-from genzoo.experiment.typed import build_dataclass, located, unknown_key_error
+from genzoo.experiment.ablations import ablation_runs
+from genzoo.experiment.merging import deep_merge, expand_dotted, leaf_paths, set_path
+from genzoo.experiment.typed import build_dataclass, check_name, located, unknown_key_error
 from genzoo.experiment.yamlio import KeyPath, SourceMap, format_path, load_yaml, parse_override
 from genzoo.spec import ComponentSpec
+from genzoo.validation import is_int
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -56,20 +57,6 @@ TOP_LEVEL_KEYS = (
 )
 VARIANT_KEYS = ("hierarchy", "regularizers", "training", "evaluation", "description")
 DATA_KEYS = ("dataset",)
-ABLATION_KEYS = ("base", "swaps", "grid")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
-
-
-def check_name(name: Any, path: KeyPath, source: SourceMap | None) -> str:
-    """Names become folder names: letters, digits and ``_.+=-`` only, never ``..`` or ``/``."""
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
-        raise located(
-            source,
-            path,
-            f"invalid name {name!r}: names become folder names, so use letters, digits and _ . + = - "
-            "(no '/', no '..', not starting with '.')",
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -150,65 +137,6 @@ class Experiment:
         return [r for r in self.runs if r.name in only]
 
 
-# -- merging ------------------------------------------------------------------------------------
-def _set_path(doc: dict, path: KeyPath, value: Any, where: str) -> None:
-    node = doc
-    for i, part in enumerate(path[:-1]):
-        nxt = node.get(part) if isinstance(node, dict) else None
-        if isinstance(nxt, str) and i >= 1:
-            nxt = {"key": nxt}  # a bare registry key grows into {key: ...} when an option is set
-            node[part] = nxt
-        if nxt is None:
-            nxt = {}
-            node[part] = nxt
-        if not isinstance(nxt, dict):
-            raise ConfigError(
-                f"{where}: cannot set {format_path(path)}: {format_path(path[: i + 1])} is not a mapping"
-            )
-        node = nxt
-    node[path[-1]] = value
-
-
-def _expand_dotted(mapping: Mapping) -> dict:
-    out: dict = {}
-    for key, value in mapping.items():
-        value = _expand_dotted(value) if isinstance(value, Mapping) else value
-        if isinstance(key, str) and "." in key:
-            nested: Any = value
-            for part in reversed(key.split(".")[1:]):
-                nested = {part: nested}
-            out = deep_merge(out, {key.split(".")[0]: nested})
-        else:
-            out = deep_merge(out, {key: value})
-    return out
-
-
-def _leaf_paths(mapping: Mapping, prefix: KeyPath = ()) -> list[KeyPath]:
-    out: list[KeyPath] = []
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            out += _leaf_paths(value, (*prefix, key))
-        else:
-            out.append((*prefix, key))
-    return out
-
-
-def deep_merge(base: Any, update: Any) -> Any:
-    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces. A
-    component mapping whose ``key`` changes replaces the old one whole (the old component's
-    options would not fit the new one)."""
-    if isinstance(base, Mapping) and isinstance(update, Mapping):
-        if "key" in update and update.get("key") != base.get("key"):
-            return copy.deepcopy(dict(update))  # another component: its options start afresh
-        out = dict(base)
-        for key, value in update.items():
-            if isinstance(value, Mapping) and isinstance(out.get(key), str) and "key" not in value:
-                out[key] = {"key": out[key]}  # options added to a bare registry key
-            out[key] = deep_merge(out.get(key), value) if key in out else copy.deepcopy(value)
-        return out
-    return copy.deepcopy(update)
-
-
 # -- loading ------------------------------------------------------------------------------------
 def load_experiment(
     path: str | Path,
@@ -224,8 +152,8 @@ def load_experiment(
 def resolve_experiment(
     raw: Any, source: SourceMap, *, profile: str | None = None, overrides: list[str] | None = None
 ) -> Experiment:
-    from genzoo.engine.config import EvalConfig, TrainConfig
-
+    """The experiment of a parsed file: the profile applied, then the overrides, then the top
+    level checked, then the runs expanded (variants first, then ablations, each once per seed)."""
     overrides = list(overrides or [])
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source.file}: expected a mapping of experiment keys at the top level")
@@ -236,39 +164,62 @@ def resolve_experiment(
     if not isinstance(profiles, Mapping):
         raise located(source, ("profiles",), "expected a mapping of profile name -> overrides")
     doc = {k: copy.deepcopy(v) for k, v in raw.items() if k != "profiles"}
-    if profile is not None:
-        if profile not in profiles:
-            known = ", ".join(sorted(profiles)) or "(none defined)"
-            raise ConfigError(f"{source.file}: unknown profile {profile!r}; known profiles: {known}")
-        body = profiles[profile]
-        if not isinstance(body, Mapping):
-            raise located(source, ("profiles", profile), "expected a mapping of overrides")
-        bad = [k for k in _expand_dotted(body) if k not in TOP_LEVEL_KEYS or k == "profiles"]
-        if bad:
-            raise unknown_key_error(
-                source, ("profiles", profile), bad[0], [k for k in TOP_LEVEL_KEYS if k != "profiles"]
-            )
-        expanded = _expand_dotted(body)
-        doc = deep_merge(doc, expanded)
-        for leaf in _leaf_paths(expanded):
-            source.origins[leaf] = source.where(("profiles", profile, *leaf)) + f" (profile {profile!r})"
+    doc = _apply_profile(doc, profiles, profile, source)
+    _apply_overrides(doc, overrides, source)
+    top = _top_level(doc, source)
+    return Experiment(
+        name=top["name"],
+        file=source.file,
+        description=top["description"],
+        seeds=top["seeds"],
+        plugins=top["plugins"],
+        profile=profile,
+        overrides=overrides,
+        runs=_runs(doc, top["seeds"], source),
+        profiles=sorted(profiles),
+        requires=top["requires"],
+        requires_origin=source.where(("requires",)),
+    )
+
+
+def _apply_profile(doc: dict, profiles: Mapping, profile: str | None, source: SourceMap) -> dict:
+    """``doc`` with the profile deep-merged in; each value it sets remembers its line."""
+    if profile is None:
+        return doc
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "(none defined)"
+        raise ConfigError(f"{source.file}: unknown profile {profile!r}; known profiles: {known}")
+    body = profiles[profile]
+    if not isinstance(body, Mapping):
+        raise located(source, ("profiles", profile), "expected a mapping of overrides")
+    expanded = expand_dotted(body)
+    bad = [k for k in expanded if k not in TOP_LEVEL_KEYS or k == "profiles"]
+    if bad:
+        raise unknown_key_error(
+            source, ("profiles", profile), bad[0], [k for k in TOP_LEVEL_KEYS if k != "profiles"]
+        )
+    for leaf in leaf_paths(expanded):
+        source.origins[leaf] = source.where(("profiles", profile, *leaf)) + f" (profile {profile!r})"
+    return deep_merge(doc, expanded)
+
+
+def _apply_overrides(doc: dict, overrides: list[str], source: SourceMap) -> None:
+    """Each ``--set path=value`` into ``doc``, in order; each value remembers its flag."""
     for item in overrides:
         key_path, value = parse_override(item)
         if key_path[0] not in TOP_LEVEL_KEYS or key_path[0] == "profiles":
             raise ConfigError(f"--set {item!r}: unknown top-level key {key_path[0]!r}")
-        _set_path(doc, key_path, value, f"--set {item!r}")
+        set_path(doc, key_path, value, f"--set {item!r}")
         source.origins[key_path] = f"--set {item}"
 
+
+def _top_level(doc: dict, source: SourceMap) -> dict[str, Any]:
+    """``name``, ``description``, ``seeds``, ``plugins`` and ``requires``, checked."""
     name = check_name(doc.get("name"), ("name",), source)
-    description = doc.get("description") or ""
     seeds = doc.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if is_int(seeds):
         seeds = [seeds]
-    if not (
-        isinstance(seeds, list)
-        and seeds
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
+    if not (isinstance(seeds, list) and seeds and all(is_int(s) for s in seeds)):
         raise located(source, ("seeds",), f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise located(source, ("seeds",), f"seeds repeat: {seeds!r}")
@@ -286,14 +237,22 @@ def resolve_experiment(
             "expected a mapping of key namespace -> how to get the plugin, e.g. "
             f"{{vdvae: 'pip install genzoo-plugin-example'}}; got {requires!r}",
         )
+    return {
+        "name": name,
+        "description": doc.get("description") or "",
+        "seeds": list(seeds),
+        "plugins": list(plugins),
+        "requires": dict(requires),
+    }
 
+
+def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
+    """Every run: each variant, then each ablation (its base changed by its paths), per seed."""
     data = _data_spec(doc.get("data"), source)
-    training = doc.get("training") or {}
-    evaluation = doc.get("evaluation") or {}
-    for section, value in (("training", training), ("evaluation", evaluation)):
+    shared = {section: doc.get(section) or {} for section in ("training", "evaluation")}
+    for section, value in shared.items():
         if not isinstance(value, Mapping):
             raise located(source, (section,), f"expected a mapping, got {value!r}")
-
     variants = doc.get("variants")
     if not isinstance(variants, Mapping) or not variants:
         raise located(source, ("variants",), "expected a mapping of at least one named model variant")
@@ -303,71 +262,72 @@ def resolve_experiment(
         resolved[vname] = _variant(body, ("variants", vname), source)
 
     runs: list[RunSpec] = []
-
-    def add_runs(
-        rname: str, body: dict, vpath: KeyPath, group: str, base=None, changes=None, origin: KeyPath = ()
-    ) -> None:
-        train_cfg = build_dataclass(
-            TrainConfig,
-            deep_merge(training, body.get("training") or {}),
-            (*vpath, "training") if body.get("training") else ("training",),
-            source,
-        )
-        eval_cfg = build_dataclass(
-            EvalConfig,
-            deep_merge(evaluation, body.get("evaluation") or {}),
-            (*vpath, "evaluation") if body.get("evaluation") else ("evaluation",),
-            source,
-        )
-        for seed in seeds:
-            runs.append(
-                RunSpec(
-                    name=rname,
-                    seed=seed,
-                    hierarchy=body["hierarchy"],
-                    regularizers=body["regularizers"],
-                    data=data,
-                    training=train_cfg.replace(seed=seed),
-                    evaluation=eval_cfg,
-                    group=group,
-                    base=base,
-                    changes=dict(changes or {}),
-                    origin=source.where(origin or vpath),
-                )
-            )
-
     for vname, body in resolved.items():
-        add_runs(vname, body, ("variants", vname), "variant", origin=("variants", vname, "hierarchy"))
-    for aname, base, changes in _ablations(doc.get("ablations"), variants, source):
+        runs += _seed_runs(vname, body, ("variants", vname), seeds, data, shared, source, group="variant",
+                           origin=("variants", vname, "hierarchy"))  # fmt: skip
+    for aname, base, changes in ablation_runs(doc.get("ablations"), variants, source):
         if aname in resolved or any(r.name == aname for r in runs):
             raise located(source, ("ablations",), f"ablation name {aname!r} is already used by another run")
         body = copy.deepcopy(variants[base])
         for change_path, value in changes.items():
-            _set_path(body, tuple(change_path.split(".")), value, f"{source.file}: ablations.{aname}")
-        add_runs(
+            set_path(body, tuple(change_path.split(".")), value, f"{source.file}: ablations.{aname}")
+        swap = ("ablations", "swaps", aname)
+        runs += _seed_runs(
             aname,
             _variant(body, ("ablations", aname), source),
             ("ablations", aname),
-            "ablation",
+            seeds,
+            data,
+            shared,
+            source,
+            group="ablation",
             base=base,
             changes=changes,
-            origin=("ablations", "swaps", aname)
-            if ("ablations", "swaps", aname) in source.marks
-            else ("ablations", "grid"),
+            origin=swap if swap in source.marks else ("ablations", "grid"),
         )
-    return Experiment(
-        name=name,
-        file=source.file,
-        description=description,
-        seeds=list(seeds),
-        plugins=list(plugins),
-        profile=profile,
-        overrides=overrides,
-        runs=runs,
-        profiles=sorted(profiles),
-        requires=dict(requires),
-        requires_origin=source.where(("requires",)),
-    )
+    return runs
+
+
+def _seed_runs(
+    rname: str,
+    body: dict,
+    vpath: KeyPath,
+    seeds: list[int],
+    data: DataSpec,
+    shared: dict[str, Mapping],
+    source: SourceMap,
+    *,
+    group: str,
+    origin: KeyPath,
+    base: str | None = None,
+    changes: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """One run of ``body`` per seed, its training and evaluation settings the shared sections
+    with the run's own deep-merged in."""
+    from genzoo.engine.config import EvalConfig, TrainConfig
+
+    configs = {}
+    for section, cls in (("training", TrainConfig), ("evaluation", EvalConfig)):
+        own = body.get(section)
+        configs[section] = build_dataclass(
+            cls, deep_merge(shared[section], own or {}), (*vpath, section) if own else (section,), source
+        )
+    return [
+        RunSpec(
+            name=rname,
+            seed=seed,
+            hierarchy=body["hierarchy"],
+            regularizers=body["regularizers"],
+            data=data,
+            training=configs["training"].replace(seed=seed),
+            evaluation=configs["evaluation"],
+            group=group,
+            base=base,
+            changes=dict(changes or {}),
+            origin=source.where(origin),
+        )
+        for seed in seeds
+    ]
 
 
 def _data_spec(value: Any, source: SourceMap) -> DataSpec:
@@ -411,67 +371,3 @@ def _variant(body: Any, path: KeyPath, source: SourceMap) -> dict:
         "training": body.get("training") or {},
         "evaluation": body.get("evaluation") or {},
     }
-
-
-def _ablations(value: Any, variants: Mapping, source: SourceMap) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(name, base, {dotted.path: value})`` for every ablation run."""
-    if value is None:
-        return []
-    if not isinstance(value, Mapping):
-        raise located(source, ("ablations",), "expected a mapping with 'base' and 'swaps' and/or 'grid'")
-    for key in value:
-        if key not in ABLATION_KEYS:
-            raise unknown_key_error(source, ("ablations",), key, list(ABLATION_KEYS))
-    base = value.get("base")
-    if base not in variants:
-        raise located(
-            source,
-            ("ablations", "base"),
-            f"base {base!r} is not a variant; known variants: {', '.join(sorted(variants))}",
-        )
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    swaps = value.get("swaps") or {}
-    if not isinstance(swaps, Mapping):
-        raise located(source, ("ablations", "swaps"), "expected a mapping of ablation name -> {path: value}")
-    for aname, changes in swaps.items():
-        check_name(aname, ("ablations", "swaps", aname), source)
-        if not isinstance(changes, Mapping) or not changes:
-            raise located(
-                source,
-                ("ablations", "swaps", aname),
-                "expected a mapping of variant paths to new values, e.g. {hierarchy.gate: baselines.none_gate}",
-            )
-        _check_change_paths(changes, ("ablations", "swaps", aname), source)
-        out.append((aname, base, dict(changes)))
-    grid = value.get("grid") or {}
-    if not isinstance(grid, Mapping):
-        raise located(source, ("ablations", "grid"), "expected a mapping of variant path -> list of values")
-    _check_change_paths(grid, ("ablations", "grid"), source)
-    for gpath, options in grid.items():
-        if not isinstance(options, list) or not options:
-            raise located(
-                source, ("ablations", "grid", gpath), f"expected a non-empty list of values, got {options!r}"
-            )
-    for combo in itertools.product(*grid.values()) if grid else []:
-        changes = dict(zip(grid.keys(), combo))
-        label = "+".join(f"{p.split('.')[-1]}={_short(v)}" for p, v in changes.items())
-        out.append((label, base, changes))
-    return out
-
-
-def _check_change_paths(changes: Mapping, path: KeyPath, source: SourceMap) -> None:
-    for change_path in changes:
-        head = str(change_path).split(".")[0]
-        if head not in VARIANT_KEYS or head == "description":
-            raise located(
-                source,
-                (*path, change_path),
-                f"cannot change {change_path!r}: paths start with one of hierarchy, regularizers, training, evaluation",
-            )
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, Mapping):
-        value = value.get("key", "custom")
-    text = str(value).split(".")[-1] if isinstance(value, str) else str(value)
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)

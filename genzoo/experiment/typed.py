@@ -28,6 +28,21 @@ def unknown_key_error(source: SourceMap | None, path: KeyPath, key: str, known: 
     )
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+
+
+def check_name(name: Any, path: KeyPath, source: SourceMap | None) -> str:
+    """Names become folder names: letters, digits and ``_.+=-`` only, never ``..`` or ``/``."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise located(
+            source,
+            path,
+            f"invalid name {name!r}: names become folder names, so use letters, digits and _ . + = - "
+            "(no '/', no '..', not starting with '.')",
+        )
+    return name
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
