@@ -154,6 +154,8 @@ def test_the_example_plugins_components_meet_their_contracts(example):
     assert [e.kind for e in entries] == ["cell", "metric"]
     for entry in entries:
         genzoo.testing.check(entry.key, registry)
+    registry, keys = genzoo.testing.load_plugin("genzoo_vdvae")  # by module name, as a plugin's tests do
+    assert keys == [e.key for e in entries] and "nvae.hierarchy" in registry
 
 
 # -- the kit itself ----------------------------------------------------------------------------------

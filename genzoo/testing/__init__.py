@@ -1,14 +1,17 @@
 """genzoo's component contracts as code, for plugin authors and genzoo's own suite.
 
 One function per kind checks a component against its interface's documented contract (shapes,
-gradients, memory formats, checkpoints, normalization, temperatures ...) on tiny inputs, in well
-under a second, and raises :class:`AssertionError` naming the key, the case and what failed::
+gradients, memory formats, checkpoints, normalization, temperatures ...) on tiny inputs, on one
+CPU thread, in about a second or less, and raises :class:`AssertionError` naming the key, the
+case and what failed::
 
     import genzoo.testing
 
-    genzoo.testing.check_cell("vdvae.bottleneck_cell", registry=host.registry)
-    genzoo.testing.check_cell(MyCell, bottleneck_ratio=0.5)  # a factory, not registered yet
-    genzoo.testing.check("vdvae.bottleneck_cell", registry=host.registry)  # by the key's kind
+    registry, keys = genzoo.testing.load_plugin("genzoo_vdvae")  # built-ins + the plugin
+    genzoo.testing.check_cell("vdvae.bottleneck_cell", registry, bottleneck_ratio=0.5)
+    genzoo.testing.check_cell(MyCell, registry)  # a factory, not registered yet
+    for key in keys:
+        genzoo.testing.check(key, registry)  # the check of the key's kind
 
 Each takes a registry key (looked up in ``registry``, by default the process-wide one) or a
 factory, and the component's own options, merged over the options the registration gives as
@@ -33,6 +36,7 @@ from genzoo.testing.hierarchy import check_hierarchy
 from genzoo.testing.latent import check_latent_group
 from genzoo.testing.likelihood import check_likelihood
 from genzoo.testing.metric import ProbeHierarchy, check_metric
+from genzoo.testing.plugin import PluginUnderTest, load_plugin
 from genzoo.testing.regularizer import check_regularizer
 
 CHECKS: dict[str, Callable[..., None]] = {
@@ -61,6 +65,7 @@ def check(key: str, registry: Registry | None = None, **options: Any) -> None:
 
 __all__ = [
     "CHECKS",
+    "PluginUnderTest",
     "ProbeHierarchy",
     "check",
     "check_cell",
@@ -71,4 +76,5 @@ __all__ = [
     "check_likelihood",
     "check_metric",
     "check_regularizer",
+    "load_plugin",
 ]

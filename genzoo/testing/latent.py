@@ -39,8 +39,9 @@ def check_latent_group(
       samples average to ``q_mean``. Otherwise it is the single-sample ``log_q - log_p`` and
       its mean over the samples is ``>= 0`` within five standard errors;
     - ``sample`` at temperatures 1, 0.5, 0.25 and 0 gives finite ``(B, latent_chs, H, W)``
-      (``size`` is ignored by a non-top group), the same seed the same sample, a spread between
-      two draws that shrinks with the temperature and is zero at 0;
+      (from ``size`` for the top group, from the decoder state for the others), the same seed
+      the same sample, a spread between two draws that shrinks with the temperature and is zero
+      at 0;
     - the ``state_dict`` loads strictly into a fresh instance, which then gives the same output.
 
     :param key_or_factory: a registered latent group key, or a factory not registered yet.
@@ -191,8 +192,9 @@ def _check_sampling(subject: Subject, group: LatentGroup, top: bool, case: str) 
     expected = (batch, LAT, SIDE, SIDE)
 
     def sample(temperature: float, seed: int) -> torch.Tensor:
-        # size is given to the non-top group too, which must ignore it
-        z = draw(seed, lambda: group.sample(dec, temperature=temperature, size=(batch, SIDE, SIDE)))
+        # as a hierarchy calls it: the top group with a size, the others with the decoder state
+        size = (batch, SIDE, SIDE) if top else None
+        z = draw(seed, lambda: group.sample(dec, temperature=temperature, size=size))
         at = f"{case}, temperature={temperature}"
         subject.shape(z, expected, "the prior sample", at)
         subject.finite(z, "the prior sample", at)

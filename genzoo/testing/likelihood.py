@@ -77,7 +77,8 @@ def _check_config(subject: Subject, lik: OutputLikelihood, image_chs: int, num_b
     )
 
     # log_prob: shape, sign, gradient, and the sum over pixels
-    params = normal(2, chs, HEIGHT, WIDTH, seed=seed).requires_grad_()
+    # N(0, 2^2): sharp and broad components alike (for a logistic mixture, scales e^-4 to e^4)
+    params = normal(2, chs, HEIGHT, WIDTH, seed=seed, scale=2.0).requires_grad_()
     x = _grid(num_bits, 2, image_chs, HEIGHT, WIDTH, seed=seed)
     log_p = lik.log_prob(params, x)
     subject.shape(log_p, (2,), "log_prob", case)
