@@ -42,7 +42,7 @@ from genzoo.interfaces import (
     Regularizer,
     TrainProgress,
 )
-from genzoo.registry import Entry, PluginInfo, Registry, register_modules
+from genzoo.registry import Entry, PluginInfo, Registry, current_registry, register_modules
 from genzoo.run_info import RunInfo
 from genzoo.spec import ComponentSpec
 
@@ -97,6 +97,7 @@ __all__ = [
     "WrongKindError",
     "__version__",
     "create",
+    "current_registry",
     "get_host",
     "get_registry",
     "hookimpl",

@@ -13,11 +13,65 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from genzoo.atomic import atomic_write_text
+from genzoo.engine.config import TrainConfig
+from genzoo.engine.efficiency import Throughput, parameter_counts
 from genzoo.engine.logging import json_safe
+from genzoo.engine.run_state import RunState
 from genzoo.layout import RunPaths
 
 MIB = 2**20
+
+
+def run_results(
+    fields: Mapping[str, Any],
+    *,
+    name: str,
+    status: str,
+    step: int,
+    config: TrainConfig,
+    start_step: int,
+    state: RunState,
+    throughput: Throughput,
+    peak_memory: tuple[int, str],
+    wall_time_s: float,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any]:
+    """The row of a run that is over, before its final evaluation adds the ``test_*`` figures:
+    the caller's ``fields``, then how the run ended, its losses, skipped steps, parameters,
+    speed, peak memory (bytes, MiB and what it measured) and wall time."""
+    counts = parameter_counts(state.model)
+    recent = state.recent_losses
+    peak, scope = peak_memory
+    return {
+        **fields,
+        "name": name,
+        "status": status,
+        "diverged": int(status == "diverged"),
+        "step": step,
+        "steps": config.steps,
+        "resumed_from": start_step,
+        "final_loss": state.last_metrics.get("loss", float("nan")),
+        "train_loss": sum(recent) / len(recent) if recent else float("nan"),
+        "train_bpd": state.last_metrics.get("bpd", float("nan")),
+        "skipped_nonfinite": state.guard.counters["skipped_nonfinite"],
+        "skipped_grad_norm": state.guard.counters["skipped_grad_norm"],
+        "skipped_steps": state.guard.skipped_steps,
+        "params": counts["total"],
+        **{f"params_{k}": v for k, v in counts.items() if k != "total"},
+        "train_images_per_s": throughput.rate,
+        "peak_memory_bytes": peak,
+        "peak_memory_mb": peak / MIB,
+        "peak_memory_scope": scope,
+        "wall_time_s": wall_time_s,
+        "device": str(device),
+        "precision": precision,
+        "world_size": state.ctx.world_size,
+        "checkpoint": str(state.path) if state.path.exists() else None,
+    }
 
 
 def write_results(paths: RunPaths, row: Mapping[str, Any]) -> None:

@@ -3,13 +3,15 @@
 Each step minimizes NVAE's objective (:mod:`.objective`: reconstruction, KL with warm-up and
 balancing, regularizer terms) with the optimizer and learning-rate schedule of :mod:`.optim`;
 :mod:`.guard` skips bad steps and stops a diverged run; :mod:`.run_state` checkpoints and
-resumes the run exactly; :mod:`.results` writes its row of results once, when it is over.
+resumes the run exactly; :mod:`.results` writes its row of results once, when it is over;
+:mod:`.step` takes one optimizer step and :mod:`.batches` serves the batches. What stays here is
+the loop around them, its evaluations and hooks (about 380 lines, most of them the documented
+constructor and the loop's bookkeeping).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,43 +19,36 @@ from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
+from genzoo.engine.batches import TrainingBatches, batch_images
 from genzoo.engine.config import EvalConfig, TrainConfig
-from genzoo.engine.devices import autocast, grad_scaler, resolve_device, resolve_precision, seed_everything
+from genzoo.engine.devices import grad_scaler, resolve_device, resolve_precision, seed_everything
 from genzoo.engine.distributed import (
     DistContext,
-    ResumableSampler,
-    all_reduce_scalars,
     init_distributed,
     revert_sync_batchnorm,
     wrap_model,
 )
-from genzoo.engine.efficiency import Throughput, parameter_counts, peak_memory_bytes, reset_peak_memory
-from genzoo.engine.evaluation import bits_per_dim
+from genzoo.engine.efficiency import Throughput, peak_memory_bytes, reset_peak_memory
 from genzoo.engine.evaluator import evaluate
-from genzoo.engine.guard import BufferSnapshot, StepGuard
+from genzoo.engine.guard import StepGuard
 from genzoo.engine.logging import RunLogger
-from genzoo.engine.objective import step_objective
 from genzoo.engine.optim import build_optimizer, build_scheduler
-from genzoo.engine.results import MIB, failed_row, write_results
+from genzoo.engine.results import failed_row, run_results, write_results
 from genzoo.engine.run_state import RunState
-from genzoo.engine.schedules import kl_balance_alpha, kl_coefficient
+from genzoo.engine.schedules import kl_balance_alpha
 from genzoo.engine.signals import StopSignals
-from genzoo.errors import ConfigError, GenzooError
+from genzoo.engine.step import TrainStep
+from genzoo.errors import GenzooError
 from genzoo.interfaces.hierarchy import Hierarchy
-from genzoo.interfaces.regularizer import Regularizer, TrainProgress
+from genzoo.interfaces.regularizer import Regularizer
 from genzoo.layout import RunPaths
 from genzoo.run_info import RunInfo
 
 LOSS_WINDOW = 100  # steps averaged into results["train_loss"]
-
-
-def batch_images(batch: Any) -> torch.Tensor:
-    """The images of a batch: datasets may yield images or ``(image, label)`` pairs."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 class Trainer:
@@ -116,7 +111,6 @@ class Trainer:
             "eval": self.eval_config.to_dict(),
             **(run_config or {}),
         }
-        self._reg_names = _unique_names([type(r).__name__ for r in self.regularizers])
         self.stop_signals = StopSignals()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -138,10 +132,8 @@ class Trainer:
 
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.model.to(self.device, memory_format=memory_format)
-        self.alpha = kl_balance_alpha(self.model.groups, cfg.kl_balance_fun).to(self.device)
         wrapped = wrap_model(self.model, self.ctx, self.device, sync_bn=cfg.sync_bn)
         self.train_model = torch.compile(wrapped) if cfg.compile else wrapped
-        self._buffers = list(self.model.buffers())
         ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if cfg.ema_decay is not None
@@ -150,25 +142,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scaler = grad_scaler(self.precision, self.device, cfg.grad_scaler_init)
 
-        self.sampler = ResumableSampler(
-            self.train_data, num_replicas=self.ctx.world_size, rank=self.ctx.rank, seed=cfg.seed
-        )
-        steps_per_epoch = self.sampler.num_samples // cfg.batch_size
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"TrainConfig.batch_size={cfg.batch_size} is larger than the {self.sampler.num_samples} training "
-                f"images each of the {self.ctx.world_size} process(es) reads per epoch"
-            )
-        self.loader_generator = torch.Generator()
-        self.loader = DataLoader(
-            self.train_data,
-            batch_size=cfg.batch_size,
-            sampler=self.sampler,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=self.loader_generator,
-        )
+        self.batches = TrainingBatches(self.train_data, cfg, self.ctx, self.device)
         self.guard = StepGuard(
             skip_threshold=cfg.skip_threshold, max_consecutive_skips=cfg.max_consecutive_skips
         )
@@ -185,7 +159,23 @@ class Trainer:
             guard=self.guard,
             recent_losses=deque(maxlen=LOSS_WINDOW),
             last_metrics={},
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=self.batches.steps_per_epoch,
+        )
+        self.step = TrainStep(
+            config=cfg,
+            ctx=self.ctx,
+            model=self.model,
+            train_model=self.train_model,
+            optimizer=self.optimizer,
+            scheduler=self.state.scheduler,
+            scaler=self.scaler,
+            ema=ema,
+            guard=self.guard,
+            regularizers=self.regularizers,
+            alpha=kl_balance_alpha(self.model.groups, cfg.kl_balance_fun).to(self.device),
+            precision=self.precision,
+            device=self.device,
+            stop_signals=self.stop_signals,
         )
         self.start_step = 0
         self.run = RunInfo(
@@ -204,91 +194,6 @@ class Trainer:
     def save(self, step: int, status: str = "running") -> None:
         """Write the checkpoint (rank 0; every rank must call it, as RNG states are gathered)."""
         self.state.save(step, status)
-
-    # -- one step ----------------------------------------------------------------------------
-    def _train_step(self, x: torch.Tensor, step: int) -> dict[str, float]:
-        cfg, state = self.config, self.state
-        kl_coeff = kl_coefficient(
-            step,
-            cfg.steps,
-            anneal_portion=cfg.kl_anneal_portion,
-            const_portion=cfg.kl_const_portion,
-            const_coeff=cfg.kl_const_coeff,
-        )
-        progress = TrainProgress(step=step, total_steps=cfg.steps, kl_coeff=kl_coeff)
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        buffers_before = BufferSnapshot(self._buffers)
-        with autocast(self.precision, self.device):
-            out = self.train_model(x)
-        objective = step_objective(
-            out,
-            kl_coeff=kl_coeff,
-            alpha=self.alpha,
-            balance=cfg.kl_balance,
-            regularizers=self.regularizers,
-            model=self.model,
-            progress=progress,
-        )
-        # Every rank runs backward, even on a non-finite loss, so that DDP's gradient all-reduce
-        # stays in step; the skip decision below is the same on every rank.
-        self.scaler.scale(objective.loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = self._clip_and_norm()
-
-        scalars = {
-            **objective.scalars(),
-            "nonfinite": (~torch.isfinite(objective.loss.detach())).float(),
-            "stop": torch.tensor(
-                float(self.stop_signals.requested is not None), device=objective.loss.device
-            ),
-            **{f"reg_{n}": v for n, v in zip(self._reg_names, objective.regularizer_losses)},
-            **{f"kl_group_{i}": v for i, v in enumerate(objective.kl_per_group.detach().mean(0))},
-        }
-        totals = all_reduce_scalars(scalars)
-        world = self.ctx.world_size
-        verdict = self.guard.judge(loss_bad=totals["nonfinite"] > 0, grad_norm=grad_norm)
-        if not verdict.skip:
-            self.scaler.step(self.optimizer)
-            if state.ema is not None:
-                state.ema.update_parameters(self.model)
-        else:
-            buffers_before.restore()
-        self.scaler.update()
-        with warnings.catch_warnings():
-            # A skipped first step makes torch warn that the scheduler stepped before the optimizer.
-            warnings.simplefilter("ignore", UserWarning)
-            state.scheduler.step()
-
-        nelbo = totals["nelbo"] / world
-        metrics = {
-            "loss": totals["loss"] / world,
-            "nelbo": nelbo,
-            "bpd": bits_per_dim(nelbo, self.model.num_dims),
-            "recon": totals["recon"] / world,
-            "kl": totals["kl"] / world,
-            "kl_coeff": kl_coeff,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "skipped": int(verdict.skip),
-        }
-        self._stop_now = totals["stop"] > 0
-        for name in self._reg_names:
-            metrics[f"reg_{name}"] = totals[f"reg_{name}"] / world
-        self._kl_groups = [totals[f"kl_group_{i}"] / world for i in range(objective.kl_per_group.shape[1])]
-        return metrics
-
-    def _clip_and_norm(self) -> float:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        if self.config.grad_clip is not None:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm(grads)
-        return float(norm)
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self, *, resume: bool = True) -> dict[str, Any]:
@@ -342,14 +247,11 @@ class Trainer:
             with self.stop_signals:
                 self._hook("genzoo_run_start", run=self.run)
                 while step < cfg.steps and status == "finished":
-                    epoch, in_epoch = divmod(step, self.state.steps_per_epoch)
-                    self.sampler.set_position(epoch, in_epoch * cfg.batch_size)
-                    self.loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
-                    for batch in self.loader:
+                    for batch in self.batches.from_step(step):
                         x = batch_images(batch).to(self.device, non_blocking=True)
                         if cfg.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
-                        metrics = self._train_step(x, step)
+                        metrics = self.step(x, step)
                         step += 1
                         self.run.step = step
                         throughput.step(x.shape[0] * self.ctx.world_size)
@@ -384,13 +286,13 @@ class Trainer:
         )
         if step % cfg.log_every == 0 or step == cfg.steps or metrics["skipped"]:
             record = dict(metrics)
-            record.update({f"kl_group_{i}": v for i, v in enumerate(self._kl_groups)})
+            record.update({f"kl_group_{i}": v for i, v in enumerate(self.step.kl_groups)})
             record.update(self.guard.counters)
             logger.log("train", step, record)
         self._hook("genzoo_step_end", run=self.run, step=step, metrics=dict(metrics))
         if self.guard.diverged:
             return "diverged"
-        if self._stop_now:
+        if self.step.stop_requested:
             return "interrupted"
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             self.save(step)
@@ -433,46 +335,24 @@ class Trainer:
         return scores
 
     def _results(self, step: int, status: str, throughput: Throughput, wall_start: float) -> dict[str, Any]:
-        counts = parameter_counts(self.model)
-        recent = self.state.recent_losses
-        peak = peak_memory_bytes(self.device, self.peak_scope)
-        return {
-            **self.row_fields,
-            "name": self.name,
-            "status": status,
-            "diverged": int(status == "diverged"),
-            "step": step,
-            "steps": self.config.steps,
-            "resumed_from": self.start_step,
-            "final_loss": self.state.last_metrics.get("loss", float("nan")),
-            "train_loss": sum(recent) / len(recent) if recent else float("nan"),
-            "train_bpd": self.state.last_metrics.get("bpd", float("nan")),
-            "skipped_nonfinite": self.guard.counters["skipped_nonfinite"],
-            "skipped_grad_norm": self.guard.counters["skipped_grad_norm"],
-            "skipped_steps": self.guard.skipped_steps,
-            "params": counts["total"],
-            **{f"params_{k}": v for k, v in counts.items() if k != "total"},
-            "train_images_per_s": throughput.rate,
-            "peak_memory_bytes": peak,
-            "peak_memory_mb": peak / MIB,
-            "peak_memory_scope": self.peak_scope,
-            "wall_time_s": time.perf_counter() - wall_start,
-            "device": str(self.device),
-            "precision": self.precision,
-            "world_size": self.ctx.world_size,
-            "checkpoint": str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
-        }
+        return run_results(
+            self.row_fields,
+            name=self.name,
+            status=status,
+            step=step,
+            config=self.config,
+            start_step=self.start_step,
+            state=self.state,
+            throughput=throughput,
+            peak_memory=(peak_memory_bytes(self.device, self.peak_scope), self.peak_scope),
+            wall_time_s=time.perf_counter() - wall_start,
+            device=self.device,
+            precision=self.precision,
+        )
 
     def _hook(self, name: str, **kwargs: Any) -> None:
         if self.ctx.is_main:
             (self.host or get_host()).call_hook(name, **kwargs)
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    out = []
-    for i, name in enumerate(names):
-        out.append(name if names.count(name) == 1 else f"{name}_{i}")
-    return out
 
 
 def train(
