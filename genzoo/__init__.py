@@ -1,6 +1,9 @@
 """genzoo: a modular, plugin-based zoo of deep hierarchical VAEs.
 
-The public API is what this module exports (``__all__``); nothing else is promised.
+The public API is what this module exports (``__all__``); nothing else is promised. The
+interfaces (``genzoo.Cell``, ``genzoo.KINDS`` ...) are imported on first use, with torch: a bare
+``import genzoo`` (a plugin module's ``@genzoo.hookimpl``, ``genzoo --version``) loads neither
+torch nor the engine.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -26,22 +29,6 @@ from genzoo.errors import (
     WrongKindError,
 )
 from genzoo.hookspecs import hookimpl
-from genzoo.interfaces import (
-    KINDS,
-    Cell,
-    ChannelGate,
-    GateLayer,
-    GroupInfo,
-    Hierarchy,
-    HierarchyOutput,
-    ImageDataset,
-    LatentGroup,
-    LatentOutput,
-    Metric,
-    OutputLikelihood,
-    Regularizer,
-    TrainProgress,
-)
 from genzoo.registry import Entry, PluginInfo, Registry, current_registry, register_modules
 from genzoo.run_info import RunInfo
 from genzoo.spec import ComponentSpec
@@ -50,6 +37,38 @@ try:
     __version__ = version("genzoo")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
+
+
+_INTERFACES = (
+    "KINDS",
+    "Cell",
+    "ChannelGate",
+    "GateLayer",
+    "GroupInfo",
+    "Hierarchy",
+    "HierarchyOutput",
+    "ImageDataset",
+    "LatentGroup",
+    "LatentOutput",
+    "Metric",
+    "OutputLikelihood",
+    "Regularizer",
+    "TrainProgress",
+)
+
+
+def __getattr__(name: str):
+    if name in _INTERFACES:
+        import genzoo.interfaces
+
+        value = getattr(genzoo.interfaces, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'genzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def create(kind: str, key: str, /, **options):

@@ -16,7 +16,7 @@ from pathlib import Path
 from genzoo import __version__
 from genzoo.discovery import get_host
 from genzoo.errors import GenzooError
-from genzoo.interfaces import KINDS
+from genzoo.kinds import KIND_NAMES
 
 EXIT_USAGE = 2
 
@@ -46,7 +46,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 @command("list", help="list registered components, e.g. genzoo list 'nvae.*' --kind cell")
 def _configure_list(p: argparse.ArgumentParser) -> Command:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard on keys (default: *)")
-    p.add_argument("--kind", choices=sorted(KINDS), help="only components of this kind")
+    p.add_argument("--kind", choices=sorted(KIND_NAMES), help="only components of this kind")
 
     def run(args: argparse.Namespace) -> int:
         entries = get_host().registry.list(args.pattern, args.kind)

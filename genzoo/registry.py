@@ -24,7 +24,7 @@ from genzoo.errors import (
     UnknownKeyError,
     WrongKindError,
 )
-from genzoo.interfaces import KINDS
+from genzoo.kinds import KIND_NAMES
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,10 @@ class Registry:
         :param example: options for a small instance, used by :mod:`genzoo.testing`.
         :raises DuplicateKeyError: if ``key`` is already registered, naming both plugins.
         """
-        if kind not in KINDS:
+        if kind not in KIND_NAMES:
             raise RegistryError(
                 f"plugin {self._current_plugin.describe()} registers {key!r} under unknown kind "
-                f"{kind!r}; expected one of: {', '.join(sorted(KINDS))}"
+                f"{kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}"
             )
         if not isinstance(key, str) or not key or key != key.strip():
             raise RegistryError(
@@ -175,8 +175,8 @@ class Registry:
         :raises UnknownKeyError: with the closest known keys of that kind.
         :raises WrongKindError: if ``key`` is registered as another kind.
         """
-        if kind not in KINDS:
-            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}")
+        if kind not in KIND_NAMES:
+            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}")
         entry = self._entries.get(key)
         namespace = namespace_of(key)
         missing_plugin = "." in key and not difflib.get_close_matches(
@@ -215,6 +215,8 @@ class Registry:
                 obj = entry.factory(**kwargs)
         except TypeError as exc:
             raise RegistryError(f"{kind} {key!r} rejected its options {sorted(kwargs)}: {exc}") from exc
+        from genzoo.interfaces import KINDS  # torch; by now the factory has imported it anyway
+
         expected = KINDS[kind]
         if not isinstance(obj, expected):
             raise ComponentTypeError(
@@ -238,8 +240,8 @@ class Registry:
 
     def list(self, pattern: str = "*", kind: str | None = None) -> list[Entry]:
         """Entries whose key matches the shell-style ``pattern``, sorted by kind then key."""
-        if kind is not None and kind not in KINDS:
-            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}")
+        if kind is not None and kind not in KIND_NAMES:
+            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}")
         found = [
             e
             for e in self._entries.values()

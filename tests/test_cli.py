@@ -112,3 +112,15 @@ def test_console_script_is_installed(tmp_path):
     out = subprocess.run([script, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "genzoo" in out.stdout
     assert textwrap.dedent(out.stdout).strip() == f"genzoo {genzoo.__version__}"
+
+
+def test_import_genzoo_loads_neither_the_engine_nor_torch():
+    # A plugin module's `import genzoo` (for @genzoo.hookimpl) and `genzoo --version` stay light;
+    # the interfaces come with torch on first use.
+    code = (
+        "import sys, genzoo; "
+        "assert 'genzoo.engine' not in sys.modules, 'engine imported'; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert genzoo.Cell.__module__ == 'genzoo.interfaces.cell' and 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -12,6 +12,7 @@ from genzoo.interfaces.latent import LatentGroup, LatentOutput
 from genzoo.interfaces.likelihood import OutputLikelihood
 from genzoo.interfaces.metric import Metric
 from genzoo.interfaces.regularizer import Regularizer, TrainProgress
+from genzoo.kinds import KIND_NAMES
 
 KINDS: dict[str, type] = {
     "cell": Cell,
@@ -24,6 +25,7 @@ KINDS: dict[str, type] = {
     "metric": Metric,
 }
 """Kind name -> the interface every component of that kind implements."""
+assert tuple(KINDS) == KIND_NAMES
 
 __all__ = [
     "KINDS",
