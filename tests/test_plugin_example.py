@@ -85,7 +85,9 @@ def test_genzoo_plugins_and_list_show_the_example(example, fresh_host, capsys):
 
 
 # -- the experiment -----------------------------------------------------------------------------
-def test_plugin_ablation_experiment_trains_on_cpu_and_reports_the_plugin_columns(example, tmp_path):
+def test_plugin_ablation_experiment_trains_on_cpu_and_reports_the_plugin_columns(
+    example, fresh_host, tmp_path
+):
     experiment = load_experiment(EXPERIMENT, profile="smoke", overrides=["training.device=cpu"])
     ablation = next(r for r in experiment.runs if r.name == "vdvae_decoder_cell")
     assert ablation.changes == {"hierarchy.decoder_cell": "vdvae.bottleneck_cell"}  # one key swapped
@@ -107,6 +109,21 @@ def test_plugin_ablation_experiment_trains_on_cpu_and_reports_the_plugin_columns
     report = (exp_dir / "report.md").read_text()
     assert "| vdvae_decoder_cell |" in report and "vdvae.max_grad_norm" in report
     assert "vdvae.max_grad_norm" in (exp_dir / "results.csv").read_text().splitlines()[0]
+
+    # The columns are asked for when the report is rendered (the hook's contract), so a later
+    # `genzoo report` in another process, with the plugin installed, renders them again from
+    # the run folders alone.
+    from genzoo_vdvae.stability import BOOK
+
+    BOOK.monitors.clear()  # nothing of the runs left in memory, as in a new process
+    (exp_dir / "report.md").unlink()
+    (exp_dir / "results.json").unlink()
+    genzoo.reset_host(None)  # the command loads its plugins afresh
+    assert genzoo_main(["report", str(exp_dir)]) == 0
+    again = {r["run"]: r for r in json.loads((exp_dir / "results.json").read_text())}
+    for name, row in again.items():
+        assert row["vdvae.max_grad_norm"] == rows[name]["vdvae.max_grad_norm"]
+    assert "vdvae.max_grad_norm" in (exp_dir / "report.md").read_text()
 
 
 def test_without_the_plugin_the_experiment_says_which_plugin_and_how_to_get_it(tmp_path, monkeypatch):
