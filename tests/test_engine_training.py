@@ -14,6 +14,7 @@ from engine_helpers import HeadSpectralNorm, NaNAfter, TinyVAE, ToyImages
 import genzoo
 from genzoo import PluginHost, PluginInfo
 from genzoo.engine import EvalConfig, RunInfo, TrainConfig, evaluate, load_checkpoint, read_metrics, train
+from genzoo.engine.guard import StepGuard
 
 QUICK_EVAL = EvalConfig(
     iw_samples=4, num_samples=4, temperatures=(0.8,), bn_readjust_iters=2, speed_batches=1
@@ -119,6 +120,30 @@ def test_non_finite_steps_are_skipped_and_a_run_that_keeps_failing_is_marked_div
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, last_good["model"][name], rtol=0, atol=0, msg=name)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def test_a_loss_that_explodes_but_stays_finite_is_a_divergence_when_asked(tmp_path):
+    # Every negative ELBO of this model is far above 1e-3 nats: with diverge_nelbo=1e-3 the run
+    # has "exploded" from its first step and stops after max_consecutive_skips of them, skipping
+    # nothing (the bound measures instability, it does not change training).
+    config = _config(steps=30, max_consecutive_skips=4, diverge_nelbo=1e-3)
+    results = train(_model(), ToyImages(64), None, config, tmp_path, host=_host())
+    assert (results["status"], results["step"], results["skipped_steps"]) == ("diverged", 4, 0)
+    assert results["reason"] == "negative ELBO above 0.001 nats for 4 steps in a row"
+    unbounded = train(_model(), ToyImages(64), None, _config(steps=6), tmp_path / "default", host=_host())
+    assert unbounded["status"] == "finished" and "reason" not in unbounded
+
+
+def test_the_divergence_bound_counts_consecutive_steps_and_ignores_non_finite_ones():
+    guard = StepGuard(skip_threshold=None, max_consecutive_skips=2, diverge_nelbo=100.0)
+    guard.judge(loss_bad=False, grad_norm=1.0, nelbo=1e6)
+    guard.judge(loss_bad=False, grad_norm=1.0, nelbo=50.0)  # back under the bound: count restarts
+    guard.judge(loss_bad=True, grad_norm=1.0, nelbo=float("nan"))  # non-finite: the other rule
+    assert not guard.diverged and guard.counters["consecutive_exploded"] == 0
+    guard.judge(loss_bad=False, grad_norm=1.0, nelbo=1e6)
+    verdict = guard.judge(loss_bad=False, grad_norm=1.0, nelbo=1e6)
+    assert not verdict.skip and guard.diverged
+    assert guard.divergence_reason == "negative ELBO above 100 nats for 2 steps in a row"
 
 
 def test_a_few_bad_steps_are_counted_and_training_goes_on(tmp_path):

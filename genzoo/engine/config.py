@@ -85,6 +85,11 @@ class TrainConfig(_Config):
       norms are skipped). VDVAE uses a skip threshold of a few hundred.
     - ``max_consecutive_skips``: after this many consecutive steps with a non-finite loss or
       gradient the run stops as ``diverged``.
+    - ``diverge_nelbo``: a run whose negative ELBO (nats per image, the bound itself, without
+      warm-up or regularizers) stays above this for ``max_consecutive_skips`` steps in a row has
+      diverged too: it stops and is recorded as such (None: only non-finite steps count). Such
+      steps are not skipped: the bound measures instability, it does not prevent it. A loss can
+      explode to 1e15 nats and stay finite, which the non-finite rule alone would call finished.
     - ``ema_decay``: keep an exponential moving average of the weights, used for evaluation.
     - ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
     - ``precision``: ``fp16`` (NVAE, with a gradient scaler), ``bf16`` or ``fp32``; on CPU
@@ -113,6 +118,7 @@ class TrainConfig(_Config):
     grad_clip: float | None = None
     skip_threshold: float | None = None
     max_consecutive_skips: int = 50
+    diverge_nelbo: float | None = None
     ema_decay: float | None = None
     device: str = "auto"
     precision: str = "fp16"
@@ -157,6 +163,7 @@ class TrainConfig(_Config):
         check_optional_positive("grad_clip", self.grad_clip, owner=own)
         check_optional_positive("skip_threshold", self.skip_threshold, owner=own)
         check_int("max_consecutive_skips", self.max_consecutive_skips, 1, owner=own)
+        check_optional_positive("diverge_nelbo", self.diverge_nelbo, owner=own)
         if self.ema_decay is not None:
             check_float("ema_decay", self.ema_decay, 0.0, 1.0, open_low=True, owner=own)
             if self.ema_decay >= 1.0:

@@ -71,6 +71,7 @@ def run_results(
         "precision": precision,
         "world_size": state.ctx.world_size,
         "checkpoint": str(state.path) if state.path.exists() else None,
+        **({"reason": state.guard.divergence_reason} if status == "diverged" else {}),
     }
 
 

@@ -99,7 +99,9 @@ class TrainStep:
         }
         totals = all_reduce_scalars(scalars)
         world = self.ctx.world_size
-        verdict = self.guard.judge(loss_bad=totals["nonfinite"] > 0, grad_norm=grad_norm)
+        verdict = self.guard.judge(
+            loss_bad=totals["nonfinite"] > 0, grad_norm=grad_norm, nelbo=totals["nelbo"] / world
+        )
         if not verdict.skip:
             self.scaler.step(self.optimizer)
             if self.ema is not None:

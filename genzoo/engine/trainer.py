@@ -144,7 +144,9 @@ class Trainer:
 
         self.batches = TrainingBatches(self.train_data, cfg, self.ctx, self.device)
         self.guard = StepGuard(
-            skip_threshold=cfg.skip_threshold, max_consecutive_skips=cfg.max_consecutive_skips
+            skip_threshold=cfg.skip_threshold,
+            max_consecutive_skips=cfg.max_consecutive_skips,
+            diverge_nelbo=cfg.diverge_nelbo,
         )
         self.state = RunState(
             path=self.paths.checkpoint,
