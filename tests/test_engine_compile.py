@@ -20,7 +20,7 @@ from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
 import genzoo
-from genzoo import ConfigError, PluginHost
+from genzoo import ConfigError, PluginHost, distributions
 from genzoo.engine import EvalConfig, TrainConfig, compilation, train
 from genzoo.experiment.spec import load_experiment
 from genzoo_plugins.nvae.decoder_cell import SeparableCell, resolve_fast_path
@@ -219,9 +219,11 @@ def test_inductor_compiled_step_equals_the_eager_step_on_cpu(fresh_dynamo):
 # -- CUDA graphs (GPU only) ----------------------------------------------------------------------
 @needs_cuda
 @pytest.mark.parametrize("compile_mode", ["cells", "model"])
-def test_cuda_graph_steps_give_the_eager_steps_loss(tmp_path, compile_mode, fresh_dynamo):
+def test_cuda_graph_steps_give_the_eager_steps_loss(tmp_path, monkeypatch, compile_mode, fresh_dynamo):
     """Three training steps replayed as CUDA graphs against eager, in true fp32 (no TF32), with
-    inductor drawing eager's random numbers: the same loss; and the graphs were really used."""
+    the reparameterization noise fixed (the same numbers for both, whichever random number
+    generator the graphs use): the same loss; and the graphs were really used."""
+    monkeypatch.setattr(distributions, "normal_noise", lambda like: torch.full_like(like, 0.5))
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -230,21 +232,38 @@ def test_cuda_graph_steps_give_the_eager_steps_loss(tmp_path, compile_mode, fres
             steps=3, batch_size=8, device="cuda", precision="fp32", checkpoint_every=0, progress_bar=False
         )
         eager = train(tiny_nvae(), data, None, config, tmp_path / "eager", host=PluginHost())
-        with torch._inductor.config.patch(fallback_random=True):
-            graphs = train(
-                tiny_nvae(),
-                data,
-                None,
-                config.replace(compile=compile_mode, cuda_graphs=True),
-                tmp_path / "graphs",
-                host=PluginHost(),
-            )
+        graphs = train(
+            tiny_nvae(),
+            data,
+            None,
+            config.replace(compile=compile_mode, cuda_graphs=True),
+            tmp_path / "graphs",
+            host=PluginHost(),
+        )
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert graphs["status"] == "finished" and graphs["compile_time_s"] > 0
     assert graphs["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-4)
     skips = counters["inductor"]["cudagraph_skips"]
     assert skips == 0, f"inductor ran {skips} graph(s) without CUDA graphs (TORCH_LOGS=perf_hints says why)"
+
+
+@needs_cuda
+def test_cuda_graph_replays_draw_fresh_noise(fresh_dynamo):
+    """A replayed graph must not reuse the noise it was recorded with: the same weights and
+    input give another sample on every step."""
+    model = tiny_nvae().cuda().train()
+    blocks = compilation.compile_blocks(model, cuda_graphs=True)
+    x = torch.rand(8, 1, 8, 8, device="cuda").round()
+    samples = []
+    for _ in range(4):  # warm-up, recording, then replays
+        torch.compiler.cudagraph_mark_step_begin()
+        out = model(x)
+        (torch.stack(out.kl, dim=1).sum(1) - out.log_px).mean().backward()
+        samples.append(out.latents[-1].z.detach().clone())
+    compilation.release(blocks)
+    assert not torch.equal(samples[2], samples[3])
+    assert counters["inductor"]["cudagraph_skips"] == 0
 
 
 # -- the decoder cell's device defaults ----------------------------------------------------------
