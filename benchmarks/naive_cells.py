@@ -82,7 +82,10 @@ class UnfoldedCell(SeparableCell):
     """The default cell without the folded BN -> expand -> BN (each BN -> [Swish ->] conv fused
     on its own, as before the fold): what the fold alone gains."""
 
-    def branch(self, x: torch.Tensor, *, update_stats: bool = True) -> torch.Tensor:
+    def branch(
+        self, x: torch.Tensor, *, update_stats: bool = True, fused: bool | None = None
+    ) -> torch.Tensor:
+        # always the fused steps (``fused`` is the cell's resolved option, not used here)
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
         h = bn_swish_conv(h, self.bn0, self.expand, swish=False, update_stats=update_stats)
         h = bn_swish_conv(h, self.bn1, self.depthwise, update_stats=update_stats)

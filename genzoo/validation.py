@@ -107,6 +107,16 @@ def check_bool(name: str, value: Any, *, owner: str | None = None, component: st
     return value
 
 
+def check_bool_or_auto(
+    name: str, value: Any, *, owner: str | None = None, component: str | None = None
+) -> bool | str:
+    """``value`` if it is ``True``, ``False`` or ``"auto"`` (a choice the component makes by
+    device, documented where the option is)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise invalid(name, value, "true, false or 'auto'", owner=owner, component=component)
+    return value
+
+
 def check_choice(
     name: str, value: Any, choices: Iterable[Any], *, owner: str | None = None, component: str | None = None
 ) -> Any:

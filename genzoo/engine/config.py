@@ -19,7 +19,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from genzoo.errors import ConfigError
 from genzoo.validation import (
@@ -33,6 +33,9 @@ from genzoo.validation import (
 
 OPTIMIZERS = ("adamax", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = (False, "cells", "model")
+"""``TrainConfig.compile``: eager, the repeated blocks compiled one class at a time, or the whole
+model (``True`` is accepted as ``"model"``, what it meant before ``"cells"`` existed)."""
 KL_BALANCE_FUNS = ("equal", "linear", "sqrt", "square")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -94,7 +97,17 @@ class TrainConfig(_Config):
     - ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
     - ``precision``: ``fp16`` (NVAE, with a gradient scaler), ``bf16`` or ``fp32``; on CPU
       training is always fp32, whatever this says.
-    - ``channels_last``, ``compile``: memory format and ``torch.compile`` of the model.
+    - ``channels_last``: the model and the batches in ``torch.channels_last``.
+    - ``compile``: ``false`` (eager), ``"cells"`` (every cell and latent group compiled, one
+      compilation per class and configuration shared by all its instances, so the compile cost
+      grows with the kinds of blocks, not with depth) or ``"model"`` (the
+      whole model through ``torch.compile``; ``true`` means ``"model"``).
+      :mod:`genzoo.engine.compilation` says what is compiled and what stays eager.
+    - ``cuda_graphs``: replay the compiled parts of the training step as CUDA graphs
+      (``torch.compile(mode="reduce-overhead")``): fewer kernel launches, for launch-bound
+      models; needs ``compile`` and a CUDA device (refused with ``device: cpu`` here, and at run
+      start when ``auto`` finds no GPU). Batches are always full (the last partial batch of an
+      epoch is dropped), so the shapes the graphs were recorded for stay the same.
     - ``seed``: seeds python, numpy and torch and the data order; ``deterministic`` also asks
       torch for deterministic kernels.
     - ``checkpoint_every``, ``eval_every``, ``log_every``: in steps (0: only at the end).
@@ -124,7 +137,8 @@ class TrainConfig(_Config):
     precision: str = "fp16"
     grad_scaler_init: float = 2.0**10
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | Literal["cells", "model"] = False
+    cuda_graphs: bool = False
     seed: int = 0
     deterministic: bool = False
     checkpoint_every: int = 1000
@@ -177,8 +191,39 @@ class TrainConfig(_Config):
         check_int("eval_every", self.eval_every, 0, owner=own)
         check_int("log_every", self.log_every, 1, owner=own)
         check_int("num_workers", self.num_workers, 0, owner=own)
-        for name in ("kl_balance", "channels_last", "compile", "deterministic", "sync_bn", "progress_bar"):
+        if not (
+            isinstance(self.compile, bool)
+            or (isinstance(self.compile, str) and self.compile in COMPILE_MODES)
+        ):
+            raise invalid(
+                "compile", self.compile, "false, 'cells' or 'model' (true means 'model')", owner=own
+            )
+        for name in (
+            "kl_balance",
+            "channels_last",
+            "cuda_graphs",
+            "deterministic",
+            "sync_bn",
+            "progress_bar",
+        ):
             check_bool(name, getattr(self, name), owner=own)
+        if self.cuda_graphs and self.compile_mode is None:
+            raise invalid(
+                "cuda_graphs",
+                True,
+                "false unless compile is 'cells' or 'model' (the graphs are recorded through "
+                "torch.compile(mode='reduce-overhead'))",
+                owner=own,
+            )
+        if self.cuda_graphs and self.device == "cpu":
+            raise invalid("cuda_graphs", True, "false with device='cpu' (CUDA graphs need a GPU)", owner=own)
+
+    @property
+    def compile_mode(self) -> str | None:
+        """``None`` (eager), ``"cells"`` or ``"model"``."""
+        if self.compile is True:
+            return "model"
+        return self.compile or None
 
     @property
     def optimizer_eps(self) -> float:

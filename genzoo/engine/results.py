@@ -37,12 +37,14 @@ def run_results(
     throughput: Throughput,
     peak_memory: tuple[int, str],
     wall_time_s: float,
+    compile_time_s: float | None,
     device: torch.device,
     precision: str,
 ) -> dict[str, Any]:
     """The row of a run that is over, before its final evaluation adds the ``test_*`` figures:
     the caller's ``fields``, then how the run ended, its losses, skipped steps, parameters,
-    speed, peak memory (bytes, MiB and what it measured) and wall time."""
+    speed, peak memory (bytes, MiB and what it measured), wall time and, when the model is
+    compiled, the time its first steps spent compiling (:class:`.compilation.CompileClock`)."""
     counts = parameter_counts(state.model)
     recent = state.recent_losses
     peak, scope = peak_memory
@@ -67,6 +69,7 @@ def run_results(
         "peak_memory_mb": peak / MIB,
         "peak_memory_scope": scope,
         "wall_time_s": wall_time_s,
+        "compile_time_s": compile_time_s,
         "device": str(device),
         "precision": precision,
         "world_size": state.ctx.world_size,

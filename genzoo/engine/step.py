@@ -69,6 +69,9 @@ class TrainStep:
         progress = TrainProgress(step=step, total_steps=cfg.steps, kl_coeff=kl_coeff)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.model.train()
+        if cfg.cuda_graphs:
+            # A graph replay reuses the memory of the previous step's outputs (.compilation).
+            torch.compiler.cudagraph_mark_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         buffers_before = BufferSnapshot(self._buffers)
         with autocast(self.precision, self.device):

@@ -4,13 +4,15 @@ Each step minimizes NVAE's objective (:mod:`.objective`: reconstruction, KL with
 balancing, regularizer terms) with the optimizer and learning-rate schedule of :mod:`.optim`;
 :mod:`.guard` skips bad steps and stops a diverged run; :mod:`.run_state` checkpoints and
 resumes the run exactly; :mod:`.results` writes its row of results once, when it is over;
-:mod:`.step` takes one optimizer step and :mod:`.batches` serves the batches. What stays here is
-the loop around them, its evaluations and hooks (about 380 lines, most of them the documented
+:mod:`.step` takes one optimizer step, :mod:`.batches` serves the batches and
+:mod:`.compilation` compiles what ``training.compile`` asks for. What stays here is the loop
+around them, its evaluations and hooks (about 400 lines, most of them the documented
 constructor and the loop's bookkeeping).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset
 
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
+from genzoo.engine import compilation
 from genzoo.engine.batches import TrainingBatches, batch_images
 from genzoo.engine.config import EvalConfig, TrainConfig
 from genzoo.engine.devices import grad_scaler, resolve_device, resolve_precision, seed_everything
@@ -123,6 +126,7 @@ class Trainer:
         )
         self.ctx: DistContext = init_distributed(device_type)
         self.device = resolve_device(cfg.device, self.ctx)
+        compilation.check_device(cfg, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -133,13 +137,14 @@ class Trainer:
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.model.to(self.device, memory_format=memory_format)
         wrapped = wrap_model(self.model, self.ctx, self.device, sync_bn=cfg.sync_bn)
-        self.train_model = torch.compile(wrapped) if cfg.compile else wrapped
         ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if cfg.ema_decay is not None
             else None
         )
         self.optimizer = build_optimizer(self.model, cfg)
+        # after the EMA's copy of the model, which must not hold compiled blocks
+        self.train_model, self.compiled_blocks = compilation.training_model(self.model, wrapped, cfg)
         self.scaler = grad_scaler(self.precision, self.device, cfg.grad_scaler_init)
 
         self.batches = TrainingBatches(self.train_data, cfg, self.ctx, self.device)
@@ -222,6 +227,13 @@ class Trainer:
     def _fit(self, resume: bool) -> dict[str, Any]:
         wall_start = time.perf_counter()
         self.ctx = None
+        self.compiled_blocks = []
+        try:
+            return self._train(resume, wall_start)
+        finally:
+            compilation.release(self.compiled_blocks)
+
+    def _train(self, resume: bool, wall_start: float) -> dict[str, Any]:
         self._setup()
         cfg = self.config
         if resume and self.checkpoint_path.exists():
@@ -232,6 +244,7 @@ class Trainer:
         self.run.step = step
         self.peak_scope = reset_peak_memory(self.device)
         throughput = Throughput()
+        compile_clock = compilation.CompileClock() if cfg.compile_mode else None
         logger = RunLogger(
             self.out_dir,
             total_steps=cfg.steps,
@@ -253,7 +266,10 @@ class Trainer:
                         x = batch_images(batch).to(self.device, non_blocking=True)
                         if cfg.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
+                        started = time.perf_counter()
                         metrics = self.step(x, step)
+                        if compile_clock is not None:
+                            compile_clock.record(time.perf_counter() - started)
                         step += 1
                         self.run.step = step
                         throughput.step(x.shape[0] * self.ctx.world_size)
@@ -266,7 +282,7 @@ class Trainer:
                             break
                 if status == "interrupted" or status == "finished":
                     self.save(step, status)
-                results = self._results(step, status, throughput, wall_start)
+                results = self._results(step, status, throughput, wall_start, compile_clock)
                 if status == "finished" and self.test_data is not None:
                     results.update(self._final_evaluation(step, logger))
                     results["active_units"] = results["test_active_units"]  # the report's column
@@ -299,14 +315,10 @@ class Trainer:
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             self.save(step)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.test_data is not None:
-            scores = evaluate(
-                self.eval_model,
-                self.test_data,
+            scores = self._evaluate(
                 self.eval_config.replace(
                     iw_samples=0, num_samples=0, num_reconstructions=0, speed_batches=0, fid=False
                 ),
-                device=self.device,
-                seed=cfg.seed,
             )
             logger.log("eval", step, scores)
             self._hook("genzoo_evaluation_end", run=self.run, step=step, metrics=scores)
@@ -321,22 +333,33 @@ class Trainer:
             model = revert_sync_batchnorm(model)
         return model
 
+    def _evaluate(self, config: EvalConfig, **options: Any) -> dict[str, Any]:
+        """:func:`evaluate` on the test split, with compiled blocks run eagerly (evaluations
+        see other batch sizes and eval mode, which would each compile again: .compilation)."""
+        with compilation.eager() if self.compiled_blocks else contextlib.nullcontext():
+            return evaluate(
+                self.eval_model, self.test_data, config, device=self.device, seed=self.config.seed, **options
+            )
+
     def _final_evaluation(self, step: int, logger: RunLogger) -> dict[str, Any]:
-        scores = evaluate(
-            self.eval_model,
-            self.test_data,
+        scores = self._evaluate(
             self.eval_config,
-            device=self.device,
             out_dir=self.out_dir if self.ctx.is_main else None,
             reference_data=self.train_data if self.eval_config.fid_reference_split == "train" else None,
             dataset_name=self.dataset_name,
-            seed=self.config.seed,
         )
         logger.log("eval", step, scores)
         self._hook("genzoo_evaluation_end", run=self.run, step=step, metrics=scores)
         return scores
 
-    def _results(self, step: int, status: str, throughput: Throughput, wall_start: float) -> dict[str, Any]:
+    def _results(
+        self,
+        step: int,
+        status: str,
+        throughput: Throughput,
+        wall_start: float,
+        compile_clock: compilation.CompileClock | None,
+    ) -> dict[str, Any]:
         return run_results(
             self.row_fields,
             name=self.name,
@@ -348,6 +371,7 @@ class Trainer:
             throughput=throughput,
             peak_memory=(peak_memory_bytes(self.device, self.peak_scope), self.peak_scope),
             wall_time_s=time.perf_counter() - wall_start,
+            compile_time_s=compile_clock.seconds if compile_clock is not None else None,
             device=self.device,
             precision=self.precision,
         )

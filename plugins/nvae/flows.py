@@ -18,9 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
-from genzoo_plugins.nvae.weight_norm import INIT_EPS, NORM_EPS, _channel_norm
+from genzoo_plugins.nvae.weight_norm import INIT_EPS, NORM_EPS, _channel_norm, parametrize_weight
 
 
 def channel_mask(in_chs: int, out_chs: int, groups: int, zero_diag: bool) -> torch.Tensor:
@@ -83,7 +82,7 @@ def masked_conv2d(
 ) -> nn.Conv2d:
     conv = nn.Conv2d(in_chs, out_chs, kernel_size, padding=kernel_size // 2, groups=groups, bias=bias)
     mask = conv_mask(kernel_size, in_chs, out_chs, groups, zero_diag, mirror)
-    parametrize.register_parametrization(conv, "weight", MaskedLogWeightNorm(mask), unsafe=True)
+    parametrize_weight(conv, MaskedLogWeightNorm(mask))
     if init_scale != 1.0:
         with torch.no_grad():
             conv.parametrizations.weight.original0.add_(math.log(init_scale))

@@ -5,6 +5,12 @@ NVAE keeps a per-output-channel log-norm ``log g`` and a direction ``v`` and use
 initial weight is (almost) the default initialization. Implemented as a
 ``torch.nn.utils.parametrize`` parametrization, so ``conv.weight`` *is* the normalized weight
 everywhere (forward, spectral regularization, ``state_dict`` through ``parametrizations.weight``).
+
+torch's ``parametrize`` gives every parametrized module a class of its own; genzoo's
+weight-normalized convolutions of one base class share one instead
+(:func:`parametrize_weight`), so that ``torch.compile`` compiles a cell once for all its
+instances (``training.compile: cells``; dynamo guards on each submodule's class, and a class per
+convolution made every cell instance compile again).
 """
 
 from __future__ import annotations
@@ -34,10 +40,27 @@ class LogWeightNorm(nn.Module):
         return torch.log(_channel_norm(weight) + INIT_EPS), weight
 
 
+_SHARED_CLASSES: dict[type, type] = {}
+
+
+def parametrize_weight(module: nn.Module, parametrization: nn.Module) -> nn.Module:
+    """``parametrize.register_parametrization(module, "weight", parametrization)`` in place,
+    with the parametrized class shared by every module of the same base class that this
+    function parametrized (see the module docstring). The class only carries the ``weight``
+    property, which reads each module's own ``parametrizations``; do not call
+    ``parametrize.remove_parametrizations`` on such a module (it would delete the shared
+    property): copy ``module.weight`` into a plain module instead."""
+    if parametrize.is_parametrized(module):
+        raise ValueError(f"{type(module).__name__} is parametrized already")
+    base = type(module)
+    parametrize.register_parametrization(module, "weight", parametrization, unsafe=True)
+    module.__class__ = _SHARED_CLASSES.setdefault(base, type(module))
+    return module
+
+
 def weight_norm_(module: nn.Module) -> nn.Module:
     """Put :class:`LogWeightNorm` on ``module.weight`` in place and return the module."""
-    parametrize.register_parametrization(module, "weight", LogWeightNorm(), unsafe=True)
-    return module
+    return parametrize_weight(module, LogWeightNorm())
 
 
 def wn_conv2d(
