@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 import genzoo
+from genzoo.engine.config import TrainConfig
 from genzoo.experiment.spec import load_experiment
 
 BASE = """\
@@ -86,6 +87,16 @@ def test_fingerprint_changes_with_the_config(tmp_path):
     b = load_experiment(write(tmp_path, BASE), overrides=["training.lr=0.02"]).runs[0]
     assert a.fingerprint() == load_experiment(write(tmp_path, BASE)).runs[0].fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_a_setting_at_its_default_does_not_change_the_fingerprint(tmp_path):
+    # A setting genzoo adds later arrives at its default: runs written before keep their
+    # fingerprint and are not refused as changed (whether the file spells the default or not).
+    a = load_experiment(write(tmp_path, BASE)).runs[0]
+    spelled = load_experiment(write(tmp_path, BASE), overrides=["training.diverge_nelbo=null"]).runs[0]
+    assert a.fingerprint() == spelled.fingerprint()
+    assert "diverge_nelbo" in spelled.to_config()["training"]  # still recorded in config.yaml
+    assert TrainConfig().changed() == {} and "diverge_nelbo" in TrainConfig(diverge_nelbo=1e5).changed()
 
 
 @pytest.mark.parametrize(

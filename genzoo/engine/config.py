@@ -67,6 +67,13 @@ class _Config:
         out = dataclasses.asdict(self)  # type: ignore[call-overload]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
+    def changed(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, as :meth:`to_dict` gives them: what a
+        run's fingerprint hashes, so that a setting added to genzoo later, at its default, does
+        not make earlier runs look changed."""
+        defaults = type(self)().to_dict()  # type: ignore[call-arg]
+        return {k: v for k, v in self.to_dict().items() if v != defaults.get(k, object())}
+
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 

@@ -104,8 +104,15 @@ class RunSpec:
         }
 
     def fingerprint(self) -> str:
-        """A hash of everything that decides the run's results, to detect a changed config."""
-        text = json.dumps(self.to_config(), sort_keys=True, default=str)
+        """A hash of everything that decides the run's results, to detect a changed config.
+        Training and evaluation settings count where they differ from their defaults, so that a
+        setting genzoo adds later (at its default) leaves earlier runs' fingerprints as they were."""
+        config = {
+            **self.to_config(),
+            "training": self.training.changed(),
+            "evaluation": self.evaluation.changed(),
+        }
+        text = json.dumps(config, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
