@@ -25,7 +25,13 @@ from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
 from genzoo.engine.batches import TrainingBatches, batch_images
 from genzoo.engine.config import EvalConfig, TrainConfig
-from genzoo.engine.devices import grad_scaler, resolve_device, resolve_precision, seed_everything
+from genzoo.engine.devices import (
+    device_type,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from genzoo.engine.distributed import (
     DistContext,
     init_distributed,
@@ -116,12 +122,7 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.config
-        device_type = (
-            "cuda"
-            if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-            else "cpu"
-        )
-        self.ctx: DistContext = init_distributed(device_type)
+        self.ctx: DistContext = init_distributed(device_type(cfg.device))
         self.device = resolve_device(cfg.device, self.ctx)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

@@ -5,6 +5,12 @@ A matrix resumes after any stop: a run whose ``results.json`` says it is over (f
 diverged) under the same configuration is skipped, and a run with a checkpoint continues from
 it. A diverged run is recorded and the matrix goes on; an interrupted run (SIGINT/SIGTERM) writes
 its checkpoint and stops the matrix, so that rerunning the command picks up where it stopped.
+
+A run has one owner at a time (:mod:`.locks`): a run that another process trains (a second
+``genzoo run``, a launcher's job) is skipped with its owner named, the matrix goes on with the
+others, and at the end waits for the skipped runs; one that its owner left unfinished (killed)
+is taken over and resumed here. ``genzoo run --launcher`` submits the runs as jobs instead
+(:mod:`.launcher`); each job trains its run with :func:`train_run`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
 from genzoo.engine.results import summary_line
 from genzoo.errors import ConfigError, GenzooError
+from genzoo.experiment.locks import FileLock, owner_of
 from genzoo.experiment.outputs import ExperimentDir
 from genzoo.experiment.report import render_report
 from genzoo.experiment.spec import Experiment, RunSpec
@@ -43,6 +50,7 @@ class MatrixOutcome:
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)  # runs handed to a launcher as jobs
 
     @property
     def exit_code(self) -> int:
@@ -187,7 +195,8 @@ def run_matrix(
     host: PluginHost | None = None,
     echo: Printer = print,
 ) -> MatrixOutcome:
-    """Train and evaluate every selected run, skipping finished ones; render the report."""
+    """Train and evaluate every selected run, skipping finished ones and waiting for those
+    another process owns; render the report."""
     host = host or get_host()
     runs = experiment.select(only)
     load_plugins(experiment, host, runs)
@@ -196,28 +205,87 @@ def run_matrix(
     exp_dir = ExperimentDir(out_root, experiment)
     exp_dir.prepare(runs, resume=resume, fresh=fresh)
     outcome = MatrixOutcome(exp_dir.root)
+    owned_elsewhere: list[tuple[int, RunSpec]] = []
+
+    def take(index: int, run: RunSpec, lock: FileLock) -> str | None:
+        """Train ``run`` under its ``lock`` (held); None when it turned out to be over."""
+        try:
+            status = _train_if_not_over(index, len(runs), run, exp_dir, host, datasets, device, echo)
+        finally:
+            lock.release()
+        if status is None:
+            outcome.skipped.append(run.run_id)
+            return None
+        getattr(outcome, status).append(run.run_id)
+        render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
+        return status
+
     reported = False  # whether the report shows the last run's row already
     for index, run in enumerate(runs, 1):
         paths = exp_dir.run_paths(run)
-        done = exp_dir.finished_results(paths)
-        if done is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint():
-            echo(f"[{index}/{len(runs)}] {run.run_id}: already {done['status']}, skipped")
+        if _over(exp_dir, paths, run):
+            echo(
+                f"[{index}/{len(runs)}] {run.run_id}: already {exp_dir.finished_results(paths)['status']}, skipped"
+            )
             outcome.skipped.append(run.run_id)
             continue
-        echo(f"[{index}/{len(runs)}] {run.run_id}: training ({run.training.steps} steps)")
-        status = _train_one(run, paths, exp_dir, host, datasets, device, echo)
-        getattr(outcome, status).append(run.run_id)
-        render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
-        reported = True
+        lock = FileLock(paths.lock)
+        if not lock.acquire():
+            owner = owner_of(paths.lock)
+            who = owner.describe() if owner else "another process"
+            echo(f"[{index}/{len(runs)}] {run.run_id}: being trained by {who}; skipped for now")
+            owned_elsewhere.append((index, run))
+            continue
+        status = take(index, run, lock)
+        reported = reported or status is not None
         if status == "interrupted":
             echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
-            break
+            return outcome
+    for index, run in owned_elsewhere:  # wait for them; take over any that its owner left unfinished
+        lock = FileLock(exp_dir.run_paths(run).lock)
+        lock.wait(on_wait=lambda owner, run=run: echo(
+            f"waiting for {run.run_id}, trained by {owner.describe() if owner else 'another process'} "
+            "(Ctrl-C stops waiting; nothing is lost)"
+        ))  # fmt: skip
+        status = take(index, run, lock)
+        reported = reported or status is not None
+        if status == "interrupted":
+            echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
+            return outcome
     if not reported:
         render_report(exp_dir.root, title=experiment.name, host=host)
     return outcome
 
 
-def _train_one(
+def _over(exp_dir: ExperimentDir, paths: RunPaths, run: RunSpec) -> bool:
+    """Whether the run finished or diverged under this configuration."""
+    done = exp_dir.finished_results(paths)
+    return done is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint()
+
+
+def _train_if_not_over(
+    index: int,
+    total: int,
+    run: RunSpec,
+    exp_dir: ExperimentDir,
+    host: PluginHost,
+    datasets: dict[str, ImageDataset],
+    device: str | None,
+    echo: Printer,
+) -> str | None:
+    """With the run's lock held: train it, unless another owner finished it meanwhile."""
+    paths = exp_dir.run_paths(run)
+    if _over(exp_dir, paths, run):
+        echo(
+            f"[{index}/{total}] {run.run_id}: {exp_dir.finished_results(paths)['status']} by another process"
+        )
+        return None
+    exp_dir.remove_stale_temporaries(paths.dir)
+    echo(f"[{index}/{total}] {run.run_id}: training ({run.training.steps} steps)")
+    return train_run(run, paths, exp_dir, host, datasets, device, echo)
+
+
+def train_run(
     run: RunSpec,
     paths: RunPaths,
     exp_dir: ExperimentDir,
@@ -225,16 +293,25 @@ def _train_one(
     datasets: dict[str, ImageDataset],
     device: str | None,
     echo: Printer,
+    *,
+    main_process: bool = True,
+    progress_bar: bool | None = None,
 ) -> str:
+    """Build and train one run whose lock the caller holds; returns its status (``finished``,
+    ``diverged``, ``interrupted`` or ``failed``). ``device`` and ``progress_bar`` override the
+    run's training settings without changing its fingerprint; in a data-parallel job every
+    process calls it, and only the ``main_process`` writes files (the trainer's rank 0)."""
     from genzoo.engine import train
 
     dataset = build_dataset(run.data.dataset, host, datasets)
     torch.manual_seed(run.seed)  # the initial weights depend on the seed only
     model = build_model(run, dataset, host)
     regularizers = build_regularizers(run, host)
-    training = run.training if device is None else dataclasses.replace(run.training, device=device)
+    changes: dict[str, Any] = {"device": device, "progress_bar": progress_bar}
+    training = dataclasses.replace(run.training, **{k: v for k, v in changes.items() if v is not None})
     facts = {"image_shape": list(dataset.image_shape), "num_bits": dataset.num_bits}
-    exp_dir.write_run_config(run, **facts)
+    if main_process:
+        exp_dir.write_run_config(run, **facts)
     row_fields = {
         "run": run.name,
         "seed": run.seed,
