@@ -99,8 +99,8 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         os.chdir(self.cwd)
         env = submitit.JobEnvironment()
-        if self.cpus_per_task:
-            os.environ.setdefault("OMP_NUM_THREADS", str(self.cpus_per_task))
+        if self.cpus_per_task:  # before torch is imported, which reads it
+            os.environ["OMP_NUM_THREADS"] = str(self.cpus_per_task)
         checkpoint_signal = CheckpointSignal()
         slot = None
         if self.slot is not None:
@@ -109,7 +109,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 checkpoint_signal.hand_over()
                 return "requeued"
         try:
-            status = self._run(env)
+            status = self._run(env, checkpoint_signal)
         finally:
             if slot is not None:
                 slot.release()
@@ -139,7 +139,7 @@ class RunJob(submitit.helpers.Checkpointable):
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.slot_gpus))
         return lock
 
-    def _run(self, env: Any) -> str:
+    def _run(self, env: Any, checkpoint_signal: CheckpointSignal) -> str:
         distributed = env.num_tasks > 1
         if distributed:
             submitit.helpers.TorchDistributedEnvironment().export(
@@ -148,11 +148,11 @@ class RunJob(submitit.helpers.Checkpointable):
         lock = FileLock(self.paths.lock)
         claimed = lock.acquire() if env.global_rank == 0 else True
         try:
-            return self._train(env, claimed, distributed)
+            return self._train(env, claimed, distributed, checkpoint_signal)
         finally:
             lock.release()
 
-    def _train(self, env: Any, claimed: bool, distributed: bool) -> str:
+    def _train(self, env: Any, claimed: bool, distributed: bool, checkpoint_signal: CheckpointSignal) -> str:
         # torch and the engine are imported only now, once the job may go on
         import torch.distributed as dist
 
@@ -186,10 +186,12 @@ class RunJob(submitit.helpers.Checkpointable):
             load_plugins(experiment, host, [run])
             if main:
                 exp_dir.remove_stale_temporaries(paths.dir)
+            if broadcast_object(checkpoint_signal.requested):  # it came before the trainer listens
+                return "interrupted"
             print(f"genzoo: {self.run_id}: training ({run.training.steps} steps)", flush=True)
             status = train_run(
                 run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
-                main_process=main, progress_bar=sys.stderr.isatty(),
+                main_process=main, progress_bar=None if sys.stderr.isatty() else False,
             )  # fmt: skip
             if main and status != "interrupted":  # an interrupted job has a grace period to keep
                 render_report(exp_dir.root, title=experiment.name, host=host)

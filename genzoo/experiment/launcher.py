@@ -27,6 +27,7 @@ import io
 import os
 import shutil
 import socket
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -265,6 +266,10 @@ class LocalBackend(Backend):
         job.slot_gpus = self.slot_gpus[job.slot] if self.slot_gpus else None
         return job
 
+    def submit(self, jobs: list[Any], exp_dir: ExperimentDir) -> list[tuple[str, str]]:
+        with _detached_output():  # the jobs must not hold this command's output open
+            return super().submit(jobs, exp_dir)
+
     def executor(self, folder: Path) -> Any:
         import submitit
 
@@ -278,6 +283,27 @@ class LocalBackend(Backend):
             setup=list(o.setup),
         )
         return executor
+
+
+@contextlib.contextmanager
+def _detached_output():
+    """Standard output and error on ``/dev/null`` while local jobs are started: their processes
+    inherit them (submitit's controller writes nothing there; each job writes its own logs),
+    and a job holding this command's pipe open would keep ``genzoo run ... | tee`` waiting
+    until the last job ends."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def _visible_gpus() -> list[int]:
