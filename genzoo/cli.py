@@ -255,8 +255,8 @@ def _print_plan(experiment, only, launcher: str | None = None) -> int:
         shown = "?" if params is None else f"{params:,}"
         rows.append((run.run_id, run.hierarchy.key, shown, regs, change, str(run.training.steps)))
     print(_table(rows, ("run", "hierarchy", "params", "regularizers", "changes", "steps")))
-    if launcher is not None:
-        print(f"launcher {launcher}: {experiment.launcher.summary()}")
+    if launcher is not None or experiment.launcher.summary() != "defaults":
+        print(f"launcher{' ' + launcher if launcher else ''}: {experiment.launcher.summary()}")
     for problem in data_problems:
         print(
             f"genzoo: warning: the data is not available here, so models on it were not built: {problem}",

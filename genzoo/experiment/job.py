@@ -12,10 +12,11 @@ fingerprint is the one that was submitted. Then it
    environment, exported as the variables torchrun sets (``RANK``, ``WORLD_SIZE``,
    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), which the engine reads
    (:mod:`genzoo.engine.distributed`);
-3. takes the run's lock (rank 0; :mod:`.locks`): a run that another process owns, or that is
+3. takes the run's lock (rank 0, for all ranks: the runner's
+   :func:`~genzoo.experiment.runner.claim_run`): a run that another process owns, or that is
    over already, is left alone, so a run submitted twice trains once;
 4. trains the run with the runner's :func:`~genzoo.experiment.runner.train_run` (resuming from
-   its checkpoint) and renders the report.
+   its checkpoint) and renders the report (unless the submitting command waits to render it).
 
 Time limits and preemption follow submitit's checkpointing protocol. Before a job's time
 limit, Slurm (and submitit's local controller) send the job its checkpoint signal (USR2);
@@ -87,6 +88,7 @@ class RunJob(submitit.helpers.Checkpointable):
     cpus_per_task: int | None = None
     slot: int | None = None  # the local launcher's concurrency slot
     slot_gpus: list[int] | None = None  # the GPUs of that slot (None: leave the job's own)
+    render_report: bool = True  # False when the submitting command waits and renders it once
 
     @property
     def run_id(self) -> str:
@@ -140,19 +142,6 @@ class RunJob(submitit.helpers.Checkpointable):
         return lock
 
     def _run(self, env: Any, checkpoint_signal: CheckpointSignal) -> str:
-        distributed = env.num_tasks > 1
-        if distributed:
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=False, overwrite=True
-            )
-        lock = FileLock(self.paths.lock)
-        claimed = lock.acquire() if env.global_rank == 0 else True
-        try:
-            return self._train(env, claimed, distributed, checkpoint_signal)
-        finally:
-            lock.release()
-
-    def _train(self, env: Any, claimed: bool, distributed: bool, checkpoint_signal: CheckpointSignal) -> str:
         # torch and the engine are imported only now, once the job may go on
         import torch.distributed as dist
 
@@ -161,43 +150,44 @@ class RunJob(submitit.helpers.Checkpointable):
         from genzoo.engine.distributed import broadcast_object, init_distributed
         from genzoo.experiment.outputs import ExperimentDir
         from genzoo.experiment.report import render_report
-        from genzoo.experiment.runner import load_plugins, train_run
+        from genzoo.experiment.runner import claim_run, load_plugins, train_run
 
+        if env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=False, overwrite=True
+            )
         run, experiment = self._resolve()
-        if distributed:
-            init_distributed(device_type(self.device or run.training.device))
-        main = env.global_rank == 0
+        ctx = init_distributed(device_type(self.device or run.training.device))
         exp_dir = ExperimentDir(self.out_root, experiment)
         paths = exp_dir.run_paths(run)
-        over = exp_dir.finished_results(paths) if claimed else None
-        if over is not None and exp_dir.recorded_fingerprint(paths) != run.fingerprint():
-            over = None
-        claimed, over = broadcast_object((claimed, over is not None))
+        lock = FileLock(paths.lock)
         try:
-            if not claimed:
+            decision = claim_run(exp_dir, run, lock, ctx, wait=False, echo=print)
+            if decision == "owned":
                 owner = owner_of(paths.lock)
                 print(f"genzoo: {self.run_id} is trained by {owner.describe() if owner else 'another process'}; "
                       "this job leaves it alone", flush=True)  # fmt: skip
                 return "skipped"
-            if over:
-                print(f"genzoo: {self.run_id} is over already; this job leaves it alone", flush=True)
+            if decision != "train":
+                print(f"genzoo: {self.run_id} is {decision} already; this job leaves it alone", flush=True)
                 return "skipped"
-            host = get_host()
-            load_plugins(experiment, host, [run])
-            if main:
-                exp_dir.remove_stale_temporaries(paths.dir)
             if broadcast_object(checkpoint_signal.requested):  # it came before the trainer listens
                 return "interrupted"
+            host = get_host()
+            load_plugins(experiment, host, [run])
+            if ctx.is_main:
+                exp_dir.remove_stale_temporaries(paths.dir)
             print(f"genzoo: {self.run_id}: training ({run.training.steps} steps)", flush=True)
             status = train_run(
                 run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
-                main_process=main, progress_bar=None if sys.stderr.isatty() else False,
+                main_process=ctx.is_main, progress_bar=None if sys.stderr.isatty() else False,
             )  # fmt: skip
-            if main and status != "interrupted":  # an interrupted job has a grace period to keep
+            if self.render_report and ctx.is_main and status != "interrupted":  # (a grace period to keep)
                 render_report(exp_dir.root, title=experiment.name, host=host)
             return status
         finally:
-            if distributed and dist.is_initialized():
+            lock.release()
+            if ctx.is_distributed and dist.is_initialized():
                 dist.destroy_process_group()
 
     def _resolve(self):

@@ -23,6 +23,7 @@ nothing a finished run wrote is ever touched.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import shutil
@@ -91,10 +92,12 @@ def submit_matrix(
         else:
             pending.append((index, run))
 
+    root = str(Path(out_root).resolve())
     jobs = [
-        backend.job(run, i, text=text, out_root=str(Path(out_root).resolve()), device=device)
-        for i, (_, run) in enumerate(pending)
+        backend.job(run, i, text=text, out_root=root, device=device) for i, (_, run) in enumerate(pending)
     ]
+    for job in jobs:  # with --wait this command renders the report once, at the end
+        job.render_report = not wait
     submitted = backend.submit(jobs, exp_dir) if jobs else []
     for (index, run), (job_id, log) in zip(pending, submitted):
         JobRecord(launcher, job_id, socket.gethostname(), time.time(), log).write(exp_dir.run_paths(run))
@@ -147,6 +150,11 @@ class Backend:
     name = ""
 
     def __init__(self, experiment: Experiment) -> None:
+        if importlib.util.find_spec("submitit") is None:
+            raise GenzooError(
+                f"--launcher {self.name}: genzoo submits jobs through submitit, which is not installed "
+                "here: pip install 'genzoo[cluster]'"
+            )
         self.experiment = experiment
         self.options: LauncherConfig = experiment.launcher
 

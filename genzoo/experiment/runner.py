@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
+from genzoo.engine.devices import device_type
+from genzoo.engine.distributed import DistContext, broadcast_object, env_world_size, init_distributed
 from genzoo.engine.results import summary_line
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.experiment.locks import FileLock, owner_of
@@ -196,7 +198,8 @@ def run_matrix(
     echo: Printer = print,
 ) -> MatrixOutcome:
     """Train and evaluate every selected run, skipping finished ones and waiting for those
-    another process owns; render the report."""
+    another process owns; render the report. Under ``torchrun`` every process runs the matrix
+    together: rank 0 decides what each run needs (and holds its lock), all train it with DDP."""
     host = host or get_host()
     runs = experiment.select(only)
     load_plugins(experiment, host, runs)
@@ -204,85 +207,98 @@ def run_matrix(
     check_compositions(runs, host, datasets)
     exp_dir = ExperimentDir(out_root, experiment)
     exp_dir.prepare(runs, resume=resume, fresh=fresh)
+    ctx = _join_process_group(runs, device)
     outcome = MatrixOutcome(exp_dir.root)
     owned_elsewhere: list[tuple[int, RunSpec]] = []
+    reported = False  # whether the report shows the last run's row already
 
-    def take(index: int, run: RunSpec, lock: FileLock) -> str | None:
-        """Train ``run`` under its ``lock`` (held); None when it turned out to be over."""
+    def settle(index: int, run: RunSpec, *, wait: bool = False) -> str | None:
+        """Claim ``run`` and train it; its status, or None when it is over or owned elsewhere."""
+        where = f"[{index}/{len(runs)}] {run.run_id}"
+        lock = FileLock(exp_dir.run_paths(run).lock)
+        decision = claim_run(exp_dir, run, lock, ctx, wait=wait, echo=echo)
         try:
-            status = _train_if_not_over(index, len(runs), run, exp_dir, host, datasets, device, echo)
+            if decision in ("finished", "diverged"):
+                echo(
+                    f"{where}: {decision} by another process"
+                    if wait
+                    else f"{where}: already {decision}, skipped"
+                )
+                outcome.skipped.append(run.run_id)
+                return None
+            if decision == "owned":
+                owner = owner_of(lock.path)
+                echo(
+                    f"{where}: being trained by {owner.describe() if owner else 'another process'}; skipped for now"
+                )
+                owned_elsewhere.append((index, run))
+                return None
+            paths = exp_dir.run_paths(run)
+            if ctx.is_main:
+                exp_dir.remove_stale_temporaries(paths.dir)
+            echo(f"{where}: training ({run.training.steps} steps)")
+            status = train_run(run, paths, exp_dir, host, datasets, device, echo, main_process=ctx.is_main)
         finally:
             lock.release()
-        if status is None:
-            outcome.skipped.append(run.run_id)
-            return None
         getattr(outcome, status).append(run.run_id)
-        render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
+        if ctx.is_main:
+            render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
         return status
 
-    reported = False  # whether the report shows the last run's row already
     for index, run in enumerate(runs, 1):
-        paths = exp_dir.run_paths(run)
-        if _over(exp_dir, paths, run):
-            echo(
-                f"[{index}/{len(runs)}] {run.run_id}: already {exp_dir.finished_results(paths)['status']}, skipped"
-            )
-            outcome.skipped.append(run.run_id)
-            continue
-        lock = FileLock(paths.lock)
-        if not lock.acquire():
-            owner = owner_of(paths.lock)
-            who = owner.describe() if owner else "another process"
-            echo(f"[{index}/{len(runs)}] {run.run_id}: being trained by {who}; skipped for now")
-            owned_elsewhere.append((index, run))
-            continue
-        status = take(index, run, lock)
+        status = settle(index, run)
         reported = reported or status is not None
         if status == "interrupted":
             echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
             return outcome
-    for index, run in owned_elsewhere:  # wait for them; take over any that its owner left unfinished
-        lock = FileLock(exp_dir.run_paths(run).lock)
-        lock.wait(on_wait=lambda owner, run=run: echo(
-            f"waiting for {run.run_id}, trained by {owner.describe() if owner else 'another process'} "
-            "(Ctrl-C stops waiting; nothing is lost)"
-        ))  # fmt: skip
-        status = take(index, run, lock)
-        reported = reported or status is not None
-        if status == "interrupted":
-            echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
-            return outcome
-    if not reported:
+    if ctx.is_distributed:  # rank 0 alone cannot wait while the others sit in a collective
+        if owned_elsewhere:
+            echo(f"left to their owners: {', '.join(run.run_id for _, run in owned_elsewhere)}")
+    else:
+        for index, run in list(owned_elsewhere):  # wait; take over any that its owner left unfinished
+            status = settle(index, run, wait=True)
+            reported = reported or status is not None
+            if status == "interrupted":
+                echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
+                return outcome
+    if not reported and ctx.is_main:
         render_report(exp_dir.root, title=experiment.name, host=host)
     return outcome
 
 
-def _over(exp_dir: ExperimentDir, paths: RunPaths, run: RunSpec) -> bool:
-    """Whether the run finished or diverged under this configuration."""
-    done = exp_dir.finished_results(paths)
-    return done is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint()
+def _join_process_group(runs: list[RunSpec], device: str | None) -> DistContext:
+    """The process group when launched by torchrun (``WORLD_SIZE`` > 1), joined before the
+    first run so that rank 0's decisions reach every rank; else one process."""
+    if env_world_size() <= 1 or not runs:
+        return DistContext()
+    return init_distributed(device_type(device or runs[0].training.device))
 
 
-def _train_if_not_over(
-    index: int,
-    total: int,
-    run: RunSpec,
-    exp_dir: ExperimentDir,
-    host: PluginHost,
-    datasets: dict[str, ImageDataset],
-    device: str | None,
-    echo: Printer,
-) -> str | None:
-    """With the run's lock held: train it, unless another owner finished it meanwhile."""
-    paths = exp_dir.run_paths(run)
-    if _over(exp_dir, paths, run):
-        echo(
-            f"[{index}/{total}] {run.run_id}: {exp_dir.finished_results(paths)['status']} by another process"
-        )
-        return None
-    exp_dir.remove_stale_temporaries(paths.dir)
-    echo(f"[{index}/{total}] {run.run_id}: training ({run.training.steps} steps)")
-    return train_run(run, paths, exp_dir, host, datasets, device, echo)
+def claim_run(
+    exp_dir: ExperimentDir, run: RunSpec, lock: FileLock, ctx: DistContext, *, wait: bool, echo: Printer
+) -> str:
+    """What the run needs, decided by rank 0 and known to every rank: ``finished`` or
+    ``diverged`` (over under this configuration: skip), ``owned`` (another process holds its
+    lock) or ``train`` (rank 0 now holds ``lock``; the caller releases it). With ``wait``, wait
+    for the lock first. The runner and each launcher's job decide with it."""
+    decision = None
+    if ctx.is_main:
+        if wait:
+            lock.wait(on_wait=lambda owner: echo(
+                f"waiting for {run.run_id}, trained by {owner.describe() if owner else 'another process'} "
+                "(Ctrl-C stops waiting; nothing is lost)"
+            ))  # fmt: skip
+        paths = exp_dir.run_paths(run)
+        over = exp_dir.finished_results(paths)
+        if over is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint():
+            decision = over["status"]  # (checked again under the lock, so a run is trained once)
+        elif not lock.acquire():
+            decision = "owned"
+        else:
+            over = exp_dir.finished_results(paths)
+            same = over is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint()
+            decision = over["status"] if same else "train"
+    return broadcast_object(decision)
 
 
 def train_run(
