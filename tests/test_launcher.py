@@ -9,8 +9,13 @@ time limit, two concurrent `genzoo run`, DDP inside a job) in test_launcher_proc
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from launcher_helpers import logged_steps, results, status, write_matrix
 from genzoo.cli import main
 from genzoo.errors import ConfigError
 from genzoo.experiment.launcher import submit_matrix
+from genzoo.experiment.locks import FileLock, owner_of
 from genzoo.experiment.runner import run_matrix
 from genzoo.experiment.spec import load_experiment
 
@@ -217,3 +223,61 @@ def test_local_launcher_trains_each_run_in_its_own_process_with_the_same_results
         assert f"genzoo: {run}: training (8 steps)" in log
         assert logged_steps(outcome.exp_dir / "runs" / run) == list(range(1, 9))
     assert (outcome.exp_dir / "report.md").exists()
+
+
+def test_the_local_launcher_gives_each_slot_its_own_gpus(tmp_path, monkeypatch):
+    from genzoo.experiment.job import RunJob
+    from genzoo.experiment.launcher import LocalBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    experiment = load_experiment(write_matrix(tmp_path, launcher="launcher: {gpus_per_node: 2}\n"))
+    backend = LocalBackend(experiment)  # two runs at once: four GPUs, two per run
+    fields = {"text": "", "out_root": str(tmp_path / "out"), "device": None, "render_report": True}
+    jobs = [backend.job(run, i, **fields) for i, run in enumerate(experiment.runs * 2)]
+    assert [(job.slot, job.slot_gpus) for job in jobs] == [(0, [4, 5]), (1, [6, 7]), (0, [4, 5]), (1, [6, 7])]
+
+    class Rank0:
+        global_rank = 0
+
+    class NoSignal:
+        requested = False
+
+    slot = RunJob._wait_for_slot(jobs[1], Rank0(), NoSignal())  # what the job does before torch loads
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "6,7" and owner_of(slot.path).pid == os.getpid()
+    slot.release()
+
+
+def test_status_reads_each_runs_state_from_its_folder_and_the_scheduler(tmp_path):
+    from genzoo.experiment.outputs import ExperimentDir
+    from genzoo.experiment.status import JobRecord
+
+    experiment = load_experiment(write_matrix(tmp_path))
+    exp_dir = ExperimentDir(tmp_path / "out", experiment)
+    exp_dir.prepare(experiment.runs)
+    wide, narrow = (exp_dir.run_paths(r) for r in experiment.runs)
+    assert {r: s["state"] for r, s in status(exp_dir.root).items()} == {
+        "wide/seed0": "pending",
+        "narrow/seed0": "pending",
+    }
+    ended = subprocess.Popen(["true"])  # a local job whose process has ended
+    ended.wait()
+    JobRecord("local", str(ended.pid), socket.gethostname(), time.time(), "jobs/1_0_log.out").write(wide)
+    assert status(exp_dir.root)["wide/seed0"]["state"] == "failed"
+    assert (
+        "its job ended before the run started; log: jobs/1_0_log.out"
+        in status(exp_dir.root)["wide/seed0"]["detail"]
+    )
+    wide.metrics.write_text('{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n')
+    assert (status(exp_dir.root)["wide/seed0"]["state"], status(exp_dir.root)["wide/seed0"]["step"]) == (
+        "interrupted",
+        2,
+    )
+    lock = FileLock(wide.lock)
+    lock.acquire()
+    state = status(exp_dir.root)["wide/seed0"]
+    assert (state["state"], state["step"]) == ("running", 2) and f"pid {os.getpid()}" in state["detail"]
+    lock.release()
+    narrow.results.write_text(
+        json.dumps({"status": "diverged", "fingerprint": experiment.runs[1].fingerprint(), "step": 3})
+    )
+    assert status(exp_dir.root)["narrow/seed0"]["state"] == "diverged"

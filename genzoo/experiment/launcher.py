@@ -31,6 +31,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,9 @@ def submit_matrix(
         else:
             pending.append((index, run))
 
-    root = str(Path(out_root).resolve())
-    jobs = [
-        backend.job(run, i, text=text, out_root=root, device=device) for i, (_, run) in enumerate(pending)
-    ]
-    for job in jobs:  # with --wait this command renders the report once, at the end
-        job.render_report = not wait
+    common = {"text": text, "out_root": str(Path(out_root).resolve()), "device": device}
+    # with --wait, this command renders the report once, at the end, rather than every job
+    jobs = [backend.job(run, i, render_report=not wait, **common) for i, (_, run) in enumerate(pending)]
     submitted = backend.submit(jobs, exp_dir) if jobs else []
     for (index, run), (job_id, log) in zip(pending, submitted):
         JobRecord(launcher, job_id, socket.gethostname(), time.time(), log).write(exp_dir.run_paths(run))
@@ -105,7 +103,9 @@ def submit_matrix(
         outcome.submitted.append(run.run_id)
     if not wait:
         return outcome
-    final = wait_for_runs(exp_dir.root, [r.run_id for r in runs], poll_s or POLL_S[launcher], echo)
+    final = wait_for_runs(
+        exp_dir.root, [r.run_id for r in runs], poll_s or POLL_S[launcher], echo, poll=backend.poll
+    )
     for run_id, state in final.items():
         if state.state in ("finished", "diverged", "failed", "interrupted") and run_id not in outcome.skipped:
             getattr(outcome, state.state).append(run_id)
@@ -113,10 +113,15 @@ def submit_matrix(
     return outcome
 
 
-def wait_for_runs(root: Path, run_ids: list[str], poll_s: float, echo: Printer) -> dict[str, RunStatus]:
-    """Wait until none of ``run_ids`` is queued or running; print each change of the counts."""
+def wait_for_runs(
+    root: Path, run_ids: list[str], poll_s: float, echo: Printer, *, poll: Callable[[], None] | None = None
+) -> dict[str, RunStatus]:
+    """Wait until none of ``run_ids`` is queued or running; print each change of the counts.
+    ``poll`` is called first on each round (the local launcher reaps its ended processes)."""
     said = ""
     while True:
+        if poll is not None:
+            poll()
         states = {s.run: s for s in experiment_status(root) if s.run in run_ids}
         counts = Counter(s.state for s in states.values())
         line = ", ".join(f"{counts[state]} {state}" for state in sorted(counts))
@@ -158,11 +163,13 @@ class Backend:
         self.experiment = experiment
         self.options: LauncherConfig = experiment.launcher
 
-    def job(self, run: RunSpec, position: int, *, text: str, out_root: str, device: str | None) -> Any:
+    def job(self, run: RunSpec, position: int, **fields: Any) -> Any:
+        """The job of ``run``, the ``position``-th submitted (``fields``: text, out_root, device,
+        render_report)."""
         from genzoo.experiment.job import RunJob
 
         return RunJob(
-            experiment_text=text,
+            experiment_text=fields["text"],
             experiment_file=self.experiment.file,
             profile=self.experiment.profile,
             overrides=list(self.experiment.overrides),
@@ -170,10 +177,11 @@ class Backend:
             run_name=run.name,
             seed=run.seed,
             fingerprint=run.fingerprint(),
-            out_root=out_root,
+            out_root=fields["out_root"],
             cwd=os.getcwd(),
-            device=device,
+            device=fields["device"],
             cpus_per_task=self.options.cpus_per_task,
+            render_report=fields["render_report"],
         )
 
     def executor(self, folder: Path) -> Any:
@@ -193,7 +201,11 @@ class Backend:
                 f"(launcher: {self.options.summary()}; {self.experiment.launcher_origin}). No job was "
                 "submitted and no run was touched."
             ) from exc
+        self.handles = handles
         return [(str(h.job_id), str(h.paths.stdout)) for h in handles]
+
+    def poll(self) -> None:
+        """Called on each round of ``--wait`` (the scheduler is asked through ``genzoo status``)."""
 
     def _where(self, key: str) -> str:
         return f"{self.experiment.launcher_origin}: launcher.{key}"
@@ -268,8 +280,8 @@ class LocalBackend(Backend):
             self.slot_gpus = [gpus[i * g : (i + 1) * g] for i in range(slots)]
         self.slots = len(self.slot_gpus) if self.slot_gpus else (o.max_parallel or 1)
 
-    def job(self, run: RunSpec, position: int, *, text: str, out_root: str, device: str | None) -> Any:
-        job = super().job(run, position, text=text, out_root=out_root, device=device)
+    def job(self, run: RunSpec, position: int, **fields: Any) -> Any:
+        job = super().job(run, position, **fields)
         job.slot = position % self.slots
         job.slot_gpus = self.slot_gpus[job.slot] if self.slot_gpus else None
         return job
@@ -277,6 +289,10 @@ class LocalBackend(Backend):
     def submit(self, jobs: list[Any], exp_dir: ExperimentDir) -> list[tuple[str, str]]:
         with _detached_output():  # the jobs must not hold this command's output open
             return super().submit(jobs, exp_dir)
+
+    def poll(self) -> None:
+        for handle in getattr(self, "handles", []):  # reaps the processes of ended jobs
+            handle.done()
 
     def executor(self, folder: Path) -> Any:
         import submitit

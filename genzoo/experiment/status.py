@@ -133,12 +133,14 @@ def _local_job_state(record: JobRecord) -> str | None:
         return ""
     except PermissionError:
         pass  # exists, another user's
-    cmdline = Path(f"/proc/{record.job_id}/cmdline")
-    if cmdline.exists():  # a reused pid is not our job
+    proc = Path(f"/proc/{record.job_id}")
+    if proc.exists():  # Linux: an ended process not yet reaped, or a reused pid, is not our job
         try:
-            if b"submitit" not in cmdline.read_bytes():
+            if proc.joinpath("stat").read_text().rpartition(")")[2].split()[0] == "Z":
                 return ""
-        except OSError:
+            if b"submitit" not in proc.joinpath("cmdline").read_bytes():
+                return ""
+        except (OSError, IndexError):
             return ""
     return "RUNNING"
 
