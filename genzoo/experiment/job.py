@@ -41,7 +41,7 @@ from typing import Any
 import submitit
 
 from genzoo.experiment.locks import FileLock, current_job_id, owner_of
-from genzoo.layout import ExperimentPaths, RunPaths
+from genzoo.layout import ExperimentPaths
 
 
 class CheckpointSignal:
@@ -93,10 +93,6 @@ class RunJob(submitit.helpers.Checkpointable):
     @property
     def run_id(self) -> str:
         return f"{self.run_name}/seed{self.seed}"
-
-    @property
-    def paths(self) -> RunPaths:
-        return ExperimentPaths(Path(self.out_root) / self.experiment_name).run(self.run_name, self.seed)
 
     def __call__(self) -> str:
         os.chdir(self.cwd)
