@@ -15,7 +15,7 @@ from pathlib import Path
 
 from genzoo import __version__
 from genzoo.discovery import get_host
-from genzoo.errors import GenzooError
+from genzoo.errors import ConfigError, GenzooError
 from genzoo.kinds import KIND_NAMES
 
 EXIT_USAGE = 2
@@ -99,6 +99,15 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
         "--only", action="append", metavar="RUN", help="run only this variant or ablation (repeatable)"
     )
     p.add_argument("--dry-run", action="store_true", help="validate and print the runs; train nothing")
+    p.add_argument(
+        "--launcher",
+        metavar="NAME",
+        help="submit one job per pending run instead of training here: slurm, or local (processes "
+        "on this machine); resources from the file's launcher: section (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="with --launcher: wait for the jobs, then render the report"
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue runs whose configuration changed")
     group.add_argument(
@@ -106,16 +115,33 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
     )
 
     def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.launcher_config import check_launcher_name
         from genzoo.experiment.runner import run_matrix
 
+        if args.launcher is not None:
+            check_launcher_name(args.launcher)
+        elif args.wait:
+            raise ConfigError("--wait waits for the jobs of --launcher; without it genzoo run trains here")
         experiment = _load(args)
         if args.dry_run:
-            return _print_plan(experiment, args.only)
-        outcome = run_matrix(
-            experiment, args.out, only=args.only, device=args.device, resume=args.resume, fresh=args.fresh
+            return _print_plan(experiment, args.only, args.launcher)
+        common = dict(only=args.only, device=args.device, resume=args.resume, fresh=args.fresh)
+        if args.launcher is None:
+            outcome = run_matrix(experiment, args.out, **common)
+            print(f"report: {outcome.exp_dir / 'report.md'}")
+            return outcome.exit_code
+        from genzoo.experiment.launcher import submit_matrix
+
+        outcome = submit_matrix(experiment, args.out, launcher=args.launcher, wait=args.wait, **common)
+        if args.wait:
+            print(f"report: {outcome.exp_dir / 'report.md'}")
+            return outcome.exit_code
+        submitted = len(outcome.submitted)
+        print(
+            f"{submitted} job(s) submitted. `genzoo status {outcome.exp_dir}` follows them; each job renders "
+            f"the report when its run ends: {outcome.exp_dir / 'report.md'}"
         )
-        print(f"report: {outcome.exp_dir / 'report.md'}")
-        return outcome.exit_code
+        return 0
 
     return run
 
@@ -150,6 +176,28 @@ def _configure_report(p: argparse.ArgumentParser) -> Command:
             host.load_module(module, source="experiment")
         for path in render_report(paths.root, title=manifest.get("name"), host=host).values():
             print(path)
+        return 0
+
+    return run
+
+
+@command("status", help="show each run of an experiment folder: state, step, job")
+def _configure_status(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("dir", help="an experiment output folder (OUT/<name>)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+
+    def run(args: argparse.Namespace) -> int:
+        import dataclasses
+
+        from genzoo.experiment.status import experiment_status
+
+        rows = experiment_status(args.dir)
+        if args.json:
+            for row in rows:
+                print(json.dumps(dataclasses.asdict(row)))
+            return 0
+        body = [(r.run, r.state, r.progress(), r.job_id or "-", r.detail) for r in rows]
+        print(_table(body, ("run", "state", "step", "job", "detail")))
         return 0
 
     return run
@@ -190,7 +238,7 @@ def _load(args: argparse.Namespace):
     return load_experiment(args.file, profile=args.profile, overrides=args.overrides)
 
 
-def _print_plan(experiment, only) -> int:
+def _print_plan(experiment, only, launcher: str | None = None) -> int:
     from genzoo.experiment.runner import check_compositions, load_plugins
 
     host = get_host()
@@ -207,6 +255,8 @@ def _print_plan(experiment, only) -> int:
         shown = "?" if params is None else f"{params:,}"
         rows.append((run.run_id, run.hierarchy.key, shown, regs, change, str(run.training.steps)))
     print(_table(rows, ("run", "hierarchy", "params", "regularizers", "changes", "steps")))
+    if launcher is not None or experiment.launcher.summary() != "defaults":
+        print(f"launcher{' ' + launcher if launcher else ''}: {experiment.launcher.summary()}")
     for problem in data_problems:
         print(
             f"genzoo: warning: the data is not available here, so models on it were not built: {problem}",

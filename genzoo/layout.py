@@ -4,9 +4,14 @@ Layout::
 
     OUT/<experiment>/                 ExperimentPaths
       experiment.json                 what was asked: file, profile, overrides, plugins, runs
+      experiment.lock                 held while experiment.json or the report is written (never removed)
       report.md  results.csv  results.json  curves.png   (written by the report only)
       archive/<timestamp>/...         earlier results moved aside by --fresh, never deleted
+      jobs/                           submitit's files, <job id>_*: sbatch script, pickles, logs (submitit)
+      jobs/slots/slot<i>.lock         the local launcher's concurrency slots, held by the job in each
       runs/<run>/seed<k>/             RunPaths
+        run.lock                      held by the one process that trains the run; names it (the owner)
+        job.json                      the run's last submission: launcher, job id, log (the launcher)
         config.yaml                   the resolved run config and its fingerprint (the runner)
         train_config.json             the engine's settings as it ran them (the trainer)
         checkpoint.pt                 latest checkpoint, for resuming (the trainer)
@@ -33,6 +38,17 @@ class RunPaths:
     """The files of one run's folder."""
 
     dir: Path
+
+    @property
+    def lock(self) -> Path:
+        """Locked (``flock``) by the process that trains the run, which writes its host, pid and
+        job id into it; never removed, so that every process locks the same file."""
+        return self.dir / "run.lock"
+
+    @property
+    def job(self) -> Path:
+        """The run's last submission through a launcher (``genzoo run --launcher``)."""
+        return self.dir / "job.json"
 
     @property
     def config(self) -> Path:
@@ -93,6 +109,22 @@ class ExperimentPaths:
     @property
     def manifest(self) -> Path:
         return self.root / "experiment.json"
+
+    @property
+    def lock(self) -> Path:
+        """Locked while ``experiment.json`` or the report is written, so that concurrent
+        processes write them one after the other (the last one sees every finished run)."""
+        return self.root / "experiment.lock"
+
+    @property
+    def jobs(self) -> Path:
+        """submitit's folder: each job's submission script, pickles and logs, named by job id
+        (``<job id>_0_log.out``; submitit names them)."""
+        return self.root / "jobs"
+
+    def slot(self, index: int) -> Path:
+        """The local launcher's concurrency slot ``index`` (``launcher.max_parallel`` of them)."""
+        return self.jobs / "slots" / f"slot{index}.lock"
 
     @property
     def report(self) -> Path:

@@ -43,6 +43,16 @@ def example(site_dir, monkeypatch):
     forget_example()
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: what the subprocesses of the same test use
+    (``OMP_NUM_THREADS=1``), so results compare exactly, and no oversubscribed cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory):
     """A state-dict file of torch-fidelity's FID Inception-v3 with random weights: the layout of

@@ -21,6 +21,12 @@ from genzoo.errors import ConfigError
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def device_type(spec: str) -> str:
+    """``cuda`` or ``cpu``: the kind of device ``TrainConfig.device`` picks on this machine
+    (the process group's backend depends on it, before any device is chosen)."""
+    return "cuda" if spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available()) else "cpu"
+
+
 def resolve_device(spec: str, ctx: DistContext | None = None) -> torch.device:
     """The device for ``TrainConfig.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 

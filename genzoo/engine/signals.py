@@ -1,7 +1,10 @@
 """Stopping a run cleanly on SIGINT (Ctrl-C) or SIGTERM (what schedulers and torchrun send).
 
 The first signal only sets a flag; the trainer finishes the current step, writes a checkpoint and
-returns with status ``interrupted``. A second signal interrupts at once (``KeyboardInterrupt``).
+returns with status ``interrupted``. A second Ctrl-C (SIGINT) interrupts at once
+(``KeyboardInterrupt``); a repeated SIGTERM does not, as a scheduler may send more than one (a
+preemption, then the job's checkpoint signal, which a launcher's job turns into SIGTERM:
+:mod:`genzoo.experiment.job`), and the checkpoint must still be written.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ class StopSignals:
         self.requested = signum
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested is not None:
+        if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt(f"second signal {signal.Signals(signum).name}: stopping at once")
-        self.requested = signum
+        if self.requested is None:
+            self.requested = signum
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

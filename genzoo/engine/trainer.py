@@ -28,7 +28,13 @@ from genzoo.discovery import PluginHost, get_host
 from genzoo.engine import compilation
 from genzoo.engine.batches import TrainingBatches, batch_images
 from genzoo.engine.config import EvalConfig, TrainConfig
-from genzoo.engine.devices import grad_scaler, resolve_device, resolve_precision, seed_everything
+from genzoo.engine.devices import (
+    device_type,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from genzoo.engine.distributed import (
     DistContext,
     init_distributed,
@@ -119,12 +125,7 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.config
-        device_type = (
-            "cuda"
-            if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-            else "cpu"
-        )
-        self.ctx: DistContext = init_distributed(device_type)
+        self.ctx: DistContext = init_distributed(device_type(cfg.device))
         self.device = resolve_device(cfg.device, self.ctx)
         compilation.check_device(cfg, self.device)
         if self.device.type == "cuda":

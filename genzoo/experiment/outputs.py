@@ -3,7 +3,10 @@
 The layout itself (every file name) is :mod:`genzoo.layout`'s. Earlier results are never
 overwritten silently: a run folder written with another configuration stops the command,
 unless the user passes ``--resume`` (continue those runs under the new configuration) or
-``--fresh`` (move them to ``archive/`` and start again).
+``--fresh`` (move them to ``archive/`` and start again). Several processes may work in one
+folder at once (two ``genzoo run``, or the jobs of a launcher): each run has one owner
+(:mod:`.locks`), ``--fresh`` refuses to move a run that a process owns, and the experiment's
+own files are written under the experiment lock.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 
 from genzoo.atomic import atomic_write_text
 from genzoo.errors import ConfigError, GenzooError
+from genzoo.experiment.locks import FileLock, owner_of
 from genzoo.experiment.spec import Experiment, RunSpec
 from genzoo.layout import ExperimentPaths, RunPaths
 
@@ -67,11 +71,13 @@ class ExperimentDir:
             return None
         return results if results.get("status") in ("finished", "diverged") else None
 
-    def remove_stale_temporaries(self) -> None:
-        """Temporary files of atomic writes that a kill interrupted (never the files themselves)."""
-        for tmp in self.root.rglob(".*.tmp"):
-            if "archive" not in tmp.relative_to(self.root).parts:
-                tmp.unlink(missing_ok=True)
+    @staticmethod
+    def remove_stale_temporaries(folder: Path) -> None:
+        """Temporary files of atomic writes in ``folder`` that a kill interrupted (never the
+        files themselves). Call it only while holding the lock of whoever writes there (the
+        run's, or the experiment's for its own files): another process may be writing one."""
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def prepare(self, runs: list[RunSpec], *, resume: bool = False, fresh: bool = False) -> None:
         """Check earlier results against ``runs`` and make the folders; see the module doc."""
@@ -87,6 +93,14 @@ class ExperimentDir:
                 changed.append(run)
         if fresh:
             existing = [r for r in runs if self.run_paths(r).dir.exists()]
+            owned = [(r, owner_of(self.run_paths(r).lock)) for r in existing]
+            owned = [(r, o) for r, o in owned if o is not None]
+            if owned:
+                listed = "; ".join(f"{r.run_id} by {o.describe()}" for r, o in owned[:5])
+                raise ConfigError(
+                    f"--fresh: {len(owned)} run(s) of {self.root} are being trained: {listed}. Nothing was "
+                    "moved; stop them (scancel for Slurm jobs) or wait for them, then rerun with --fresh."
+                )
             self._archive(existing)
         elif changed and not resume:
             names = ", ".join(r.run_id for r in changed[:5]) + (" ..." if len(changed) > 5 else "")
@@ -95,8 +109,6 @@ class ExperimentDir:
                 f"({names}). Rerun with --resume to continue them under the new configuration, with --fresh "
                 "to move them to archive/ and start again, or choose another --out folder."
             )
-        if self.root.is_dir():
-            self.remove_stale_temporaries()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             for run in runs:
@@ -111,7 +123,9 @@ class ExperimentDir:
             "plugins": self.experiment.plugins,
             "runs": {r.run_id: r.fingerprint() for r in self.experiment.runs},
         }
-        atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
+        with FileLock(self.paths.lock, record_owner=False):
+            self.remove_stale_temporaries(self.root)
+            atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
 
     def write_run_config(self, run: RunSpec, **facts: Any) -> None:
         """``config.yaml``: the fingerprint, the resolved run config, and ``facts`` learned while
@@ -125,7 +139,13 @@ class ExperimentDir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         dest_root = confined(self.root, self.paths.archive.name, stamp)
         for run in runs:
-            src = self.run_paths(run).dir
+            paths = self.run_paths(run)
             dest = dest_root / "runs" / run.name / f"seed{run.seed}"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(src), str(dest))
+            lock = FileLock(paths.lock, record_owner=False)
+            if not lock.acquire():  # taken since the check in prepare()
+                raise ConfigError(f"--fresh: {run.run_id} started training meanwhile; it was not moved")
+            try:
+                shutil.move(str(paths.dir), str(dest))
+            finally:
+                lock.release()

@@ -4,8 +4,10 @@
 It reads only what the runs wrote (each run folder's ``results.json`` and ``metrics.jsonl``),
 asks the loaded plugins for their columns (``genzoo_report_columns``) and computes the
 statistics (:mod:`genzoo.experiment.statistics`), so ``genzoo report DIR`` renders it again at
-any time, also for a matrix that is still running. The Markdown itself is
-:mod:`genzoo.experiment.report_markdown`'s.
+any time, also for a matrix that is still running. Processes that work in one experiment
+folder at once (jobs of a launcher, two ``genzoo run``) render it one after the other, under the
+experiment's lock, so the last rendering sees every run that had finished. The Markdown itself
+is :mod:`genzoo.experiment.report_markdown`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
 from genzoo.experiment.curves import plot_curves
+from genzoo.experiment.locks import FileLock
 from genzoo.experiment.report_markdown import (
     COLUMNS,
     Column,
@@ -67,9 +70,14 @@ def plugin_columns(rows: list[dict[str, Any]], host: PluginHost) -> list[str]:
 def render_report(
     exp_dir: Path, *, title: str | None = None, host: PluginHost | None = None
 ) -> dict[str, Path]:
-    """Write the report files into ``exp_dir`` (atomically) and return their paths; plugin
-    columns come from ``host`` (default: the process-wide one)."""
+    """Write the report files into ``exp_dir`` (atomically, under the experiment's lock) and
+    return their paths; plugin columns come from ``host`` (default: the process-wide one)."""
     paths = ExperimentPaths(Path(exp_dir))
+    with FileLock(paths.lock, record_owner=False):
+        return _render(paths, title, host)
+
+
+def _render(paths: ExperimentPaths, title: str | None, host: PluginHost | None) -> dict[str, Path]:
     rows = collect_results(paths.root)
     extra = plugin_columns(rows, host or get_host())
     columns = [c for c in COLUMNS if any(number(r.get(c.key)) is not None for r in rows)]

@@ -5,6 +5,12 @@ A matrix resumes after any stop: a run whose ``results.json`` says it is over (f
 diverged) under the same configuration is skipped, and a run with a checkpoint continues from
 it. A diverged run is recorded and the matrix goes on; an interrupted run (SIGINT/SIGTERM) writes
 its checkpoint and stops the matrix, so that rerunning the command picks up where it stopped.
+
+A run has one owner at a time (:mod:`.locks`): a run that another process trains (a second
+``genzoo run``, a launcher's job) is skipped with its owner named, the matrix goes on with the
+others, and at the end waits for the skipped runs; one that its owner left unfinished (killed)
+is taken over and resumed here. ``genzoo run --launcher`` submits the runs as jobs instead
+(:mod:`.launcher`); each job trains its run with :func:`train_run`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from typing import Any
 import torch
 
 from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
+from genzoo.engine.devices import device_type
+from genzoo.engine.distributed import DistContext, broadcast_object, env_world_size, init_distributed
 from genzoo.engine.results import summary_line
 from genzoo.errors import ConfigError, GenzooError
+from genzoo.experiment.locks import FileLock, owner_of
 from genzoo.experiment.outputs import ExperimentDir
 from genzoo.experiment.report import render_report
 from genzoo.experiment.spec import Experiment, RunSpec
@@ -43,6 +52,7 @@ class MatrixOutcome:
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)  # runs handed to a launcher as jobs
 
     @property
     def exit_code(self) -> int:
@@ -187,7 +197,9 @@ def run_matrix(
     host: PluginHost | None = None,
     echo: Printer = print,
 ) -> MatrixOutcome:
-    """Train and evaluate every selected run, skipping finished ones; render the report."""
+    """Train and evaluate every selected run, skipping finished ones and waiting for those
+    another process owns; render the report. Under ``torchrun`` every process runs the matrix
+    together: rank 0 decides what each run needs (and holds its lock), all train it with DDP."""
     host = host or get_host()
     runs = experiment.select(only)
     load_plugins(experiment, host, runs)
@@ -195,29 +207,101 @@ def run_matrix(
     check_compositions(runs, host, datasets)
     exp_dir = ExperimentDir(out_root, experiment)
     exp_dir.prepare(runs, resume=resume, fresh=fresh)
+    ctx = _join_process_group(runs, device)
     outcome = MatrixOutcome(exp_dir.root)
+    owned_elsewhere: list[tuple[int, RunSpec]] = []
     reported = False  # whether the report shows the last run's row already
-    for index, run in enumerate(runs, 1):
-        paths = exp_dir.run_paths(run)
-        done = exp_dir.finished_results(paths)
-        if done is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint():
-            echo(f"[{index}/{len(runs)}] {run.run_id}: already {done['status']}, skipped")
-            outcome.skipped.append(run.run_id)
-            continue
-        echo(f"[{index}/{len(runs)}] {run.run_id}: training ({run.training.steps} steps)")
-        status = _train_one(run, paths, exp_dir, host, datasets, device, echo)
+
+    def settle(index: int, run: RunSpec, *, wait: bool = False) -> str | None:
+        """Claim ``run`` and train it; its status, or None when it is over or owned elsewhere."""
+        where = f"[{index}/{len(runs)}] {run.run_id}"
+        lock = FileLock(exp_dir.run_paths(run).lock)
+        decision = claim_run(exp_dir, run, lock, ctx, wait=wait, echo=echo)
+        try:
+            if decision in ("finished", "diverged"):
+                echo(
+                    f"{where}: {decision} by another process"
+                    if wait
+                    else f"{where}: already {decision}, skipped"
+                )
+                outcome.skipped.append(run.run_id)
+                return None
+            if decision == "owned":
+                owner = owner_of(lock.path)
+                echo(
+                    f"{where}: being trained by {owner.describe() if owner else 'another process'}; skipped for now"
+                )
+                owned_elsewhere.append((index, run))
+                return None
+            paths = exp_dir.run_paths(run)
+            if ctx.is_main:
+                exp_dir.remove_stale_temporaries(paths.dir)
+            echo(f"{where}: training ({run.training.steps} steps)")
+            status = train_run(run, paths, exp_dir, host, datasets, device, echo, main_process=ctx.is_main)
+        finally:
+            lock.release()
         getattr(outcome, status).append(run.run_id)
-        render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
-        reported = True
+        if ctx.is_main:
+            render_report(exp_dir.root, title=experiment.name, host=host)  # current while the matrix runs
+        return status
+
+    for index, run in enumerate(runs, 1):
+        status = settle(index, run)
+        reported = reported or status is not None
         if status == "interrupted":
             echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
-            break
-    if not reported:
+            return outcome
+    if ctx.is_distributed:  # rank 0 alone cannot wait while the others sit in a collective
+        if owned_elsewhere:
+            echo(f"left to their owners: {', '.join(run.run_id for _, run in owned_elsewhere)}")
+    else:
+        for index, run in list(owned_elsewhere):  # wait; take over any that its owner left unfinished
+            status = settle(index, run, wait=True)
+            reported = reported or status is not None
+            if status == "interrupted":
+                echo(f"interrupted: {run.run_id} saved a checkpoint; rerun the same command to continue")
+                return outcome
+    if not reported and ctx.is_main:
         render_report(exp_dir.root, title=experiment.name, host=host)
     return outcome
 
 
-def _train_one(
+def _join_process_group(runs: list[RunSpec], device: str | None) -> DistContext:
+    """The process group when launched by torchrun (``WORLD_SIZE`` > 1), joined before the
+    first run so that rank 0's decisions reach every rank; else one process."""
+    if env_world_size() <= 1 or not runs:
+        return DistContext()
+    return init_distributed(device_type(device or runs[0].training.device))
+
+
+def claim_run(
+    exp_dir: ExperimentDir, run: RunSpec, lock: FileLock, ctx: DistContext, *, wait: bool, echo: Printer
+) -> str:
+    """What the run needs, decided by rank 0 and known to every rank: ``finished`` or
+    ``diverged`` (over under this configuration: skip), ``owned`` (another process holds its
+    lock) or ``train`` (rank 0 now holds ``lock``; the caller releases it). With ``wait``, wait
+    for the lock first. The runner and each launcher's job decide with it."""
+    decision = None
+    if ctx.is_main:
+        if wait:
+            lock.wait(on_wait=lambda owner: echo(
+                f"waiting for {run.run_id}, trained by {owner.describe() if owner else 'another process'} "
+                "(Ctrl-C stops waiting; nothing is lost)"
+            ))  # fmt: skip
+        paths = exp_dir.run_paths(run)
+        over = exp_dir.finished_results(paths)
+        if over is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint():
+            decision = over["status"]  # (checked again under the lock, so a run is trained once)
+        elif not lock.acquire():
+            decision = "owned"
+        else:
+            over = exp_dir.finished_results(paths)
+            same = over is not None and exp_dir.recorded_fingerprint(paths) == run.fingerprint()
+            decision = over["status"] if same else "train"
+    return broadcast_object(decision)
+
+
+def train_run(
     run: RunSpec,
     paths: RunPaths,
     exp_dir: ExperimentDir,
@@ -225,16 +309,25 @@ def _train_one(
     datasets: dict[str, ImageDataset],
     device: str | None,
     echo: Printer,
+    *,
+    main_process: bool = True,
+    progress_bar: bool | None = None,
 ) -> str:
+    """Build and train one run whose lock the caller holds; returns its status (``finished``,
+    ``diverged``, ``interrupted`` or ``failed``). ``device`` and ``progress_bar`` override the
+    run's training settings without changing its fingerprint; in a data-parallel job every
+    process calls it, and only the ``main_process`` writes files (the trainer's rank 0)."""
     from genzoo.engine import train
 
     dataset = build_dataset(run.data.dataset, host, datasets)
     torch.manual_seed(run.seed)  # the initial weights depend on the seed only
     model = build_model(run, dataset, host)
     regularizers = build_regularizers(run, host)
-    training = run.training if device is None else dataclasses.replace(run.training, device=device)
+    changes: dict[str, Any] = {"device": device, "progress_bar": progress_bar}
+    training = dataclasses.replace(run.training, **{k: v for k, v in changes.items() if v is not None})
     facts = {"image_shape": list(dataset.image_shape), "num_bits": dataset.num_bits}
-    exp_dir.write_run_config(run, **facts)
+    if main_process:
+        exp_dir.write_run_config(run, **facts)
     row_fields = {
         "run": run.name,
         "seed": run.seed,

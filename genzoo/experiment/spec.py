@@ -18,6 +18,7 @@ An experiment file declares (see ``docs/experiments.md`` for every key)::
       base: nvae
       swaps: {no_se: {hierarchy.gate: baselines.none_gate}}
       grid: {hierarchy.gate: [nvae.se, baselines.none_gate]}
+    launcher: {partition: gpu, gpus_per_node: 8}  # each run's job under --launcher slurm|local
     profiles:                        # named override sets: --profile quick
       quick: {training: {steps: 200}}
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from genzoo.errors import ConfigError
 from genzoo.experiment.ablations import ablation_runs
+from genzoo.experiment.launcher_config import LauncherConfig
 from genzoo.experiment.merging import deep_merge, expand_dotted, leaf_paths, set_path
 from genzoo.experiment.typed import build_dataclass, check_name, located, unknown_key_error
 from genzoo.experiment.yamlio import KeyPath, SourceMap, format_path, load_yaml, parse_override
@@ -55,6 +57,7 @@ TOP_LEVEL_KEYS = (
     "evaluation",
     "variants",
     "ablations",
+    "launcher",
     "profiles",
 )
 VARIANT_KEYS = ("hierarchy", "regularizers", "training", "evaluation", "description")
@@ -131,6 +134,9 @@ class Experiment:
     profiles: list[str]
     requires: dict[str, str] = field(default_factory=dict)  # key namespace -> how to install it
     requires_origin: str = ""  # file:line of ``requires``, for error messages
+    # resources of each run's job under ``genzoo run --launcher``; never part of a fingerprint
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    launcher_origin: str = ""  # file:line of ``launcher``, for error messages
 
     def select(self, only: list[str] | None) -> list[RunSpec]:
         """The runs whose name is in ``only`` (all when ``only`` is empty)."""
@@ -188,6 +194,8 @@ def resolve_experiment(
         profiles=sorted(profiles),
         requires=top["requires"],
         requires_origin=source.where(("requires",)),
+        launcher=build_dataclass(LauncherConfig, doc.get("launcher") or {}, ("launcher",), source),
+        launcher_origin=source.where(("launcher",)),
     )
 
 
