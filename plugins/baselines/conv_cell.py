@@ -24,6 +24,9 @@ class ConvResidualCell(Cell):
     ``resample="down"`` (the first conv then has stride 2 too); when ``resample="up"`` the input
     is upsampled (nearest x2) first, for the branch and the skip alike (computed in the cheaper
     order that gives the same result).
+
+    :param channels_last: run in ``torch.channels_last``, as NVAE's cells do on CPU (exact,
+        default on), so that an ablation compares the cells, not memory formats.
     """
 
     def __init__(
@@ -34,10 +37,14 @@ class ConvResidualCell(Cell):
         resample: str = "none",
         gate_layer: GateLayer | None = None,
         kernel_size: int = 3,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive integer")
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last={channels_last!r}; expected true or false")
+        self.channels_last = channels_last
         stride = 2 if resample == "down" else 1
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
@@ -48,6 +55,8 @@ class ConvResidualCell(Cell):
         self.skip = nn.Conv2d(in_chs, out_chs, 1, stride=stride) if needs_projection else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = F.silu(self.bn1(x))
         skip = self.skip(x)
         if self.resample == "up":

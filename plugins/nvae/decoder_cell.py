@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint as checkpoint_branch
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
-from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn, bn_swish_conv, swish_conv
+from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn_swish_conv, bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 
 
@@ -107,8 +107,7 @@ class SeparableCell(Cell):
         running statistics alone (a checkpointed branch recomputed in backward)."""
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
         step = dict(update_stats=update_stats, fuse=self.fused)
-        h = bn_conv_bn(h, self.bn0, self.expand, self.bn1, **step)
-        h = swish_conv(h, self.depthwise, fuse=self.fused)
+        h = bn_conv_bn_swish_conv(h, self.bn0, self.expand, self.bn1, self.depthwise, **step)
         h = bn_swish_conv(h, self.bn2, self.project, **step)
         return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 

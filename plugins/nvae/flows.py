@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from genzoo_plugins.nvae.activations import elu
 from genzoo_plugins.nvae.weight_norm import INIT_EPS, NORM_EPS, _channel_norm
 
 
@@ -106,8 +106,8 @@ class AutoregressiveShift(nn.Module):
         self.mu = masked_conv2d(hidden, latent_chs, 1, zero_diag=False, mirror=mirror, init_scale=0.1)
 
     def shift(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.elu(self.conv2(F.elu(self.conv1(z))))
-        return self.mu(F.elu(h))
+        h = elu(self.conv2(elu(self.conv1(z))))
+        return self.mu(elu(h))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z - self.shift(z)

@@ -29,6 +29,7 @@ from torch import nn
 from genzoo.interfaces import Cell, GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
+from genzoo_plugins.nvae.activations import ELU
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 SpecLike = ComponentSpec | str | Mapping[str, Any]
@@ -310,7 +311,7 @@ class NVAEHierarchy(Hierarchy):
             EncoderCombiner(self.chs_at_scale(info.scale), self.chs_at_scale(info.scale))
             for info in ([] if self.vanilla else self._groups[1:])
         )
-        self.encoder0 = nn.Sequential(nn.ELU(), wn_conv2d(top_chs, top_chs, 1), nn.ELU())
+        self.encoder0 = nn.Sequential(ELU(), wn_conv2d(top_chs, top_chs, 1), ELU())
 
         self.latent_groups = nn.ModuleList(
             latent_spec.build(
@@ -362,7 +363,7 @@ class NVAEHierarchy(Hierarchy):
 
         self.output_likelihood = build_likelihood(likelihood, image_chs=image_chs, num_bits=num_bits)
         self.num_bits = self.output_likelihood.num_bits
-        self.head = nn.Sequential(nn.ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
+        self.head = nn.Sequential(ELU(), wn_conv2d(c, self.output_likelihood.param_chs, 3))
 
     # -- layout -----------------------------------------------------------------------------------
     def chs_at_scale(self, scale: int) -> int:
