@@ -11,12 +11,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from genzoo import __version__
+from genzoo import __version__, allocator, cpu_share
 from genzoo.discovery import get_host
 from genzoo.errors import GenzooError
 from genzoo.interfaces import KINDS
+from genzoo.registry import PluginInfo
 
 EXIT_USAGE = 2
+CPU_SHARE_PLUGIN = PluginInfo(name="genzoo.cpu_share", source="built-in", module="genzoo.cpu_share")
 
 Command = Callable[[argparse.Namespace], int]
 Configure = Callable[[argparse.ArgumentParser], Command]
@@ -109,9 +111,19 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
         experiment = _load(args)
         if args.dry_run:
             return _print_plan(experiment, args.only)
-        outcome = run_matrix(
-            experiment, args.out, only=args.only, device=args.device, resume=args.resume, fresh=args.fresh
-        )
+        share = None
+        if _trains_on_cpu(experiment, args.device):
+            allocator.configure()  # keep glibc from faulting every step's tensors in afresh
+            share = _share_cores(get_host())
+        try:
+            outcome = run_matrix(
+                experiment, args.out, only=args.only, device=args.device, resume=args.resume, fresh=args.fresh
+            )
+        finally:
+            if share is not None:
+                get_host().pm.unregister(share)
+                get_host().plugins.pop(CPU_SHARE_PLUGIN.name, None)
+                share.close()
         print(f"report: {outcome.exp_dir / 'report.md'}")
         return outcome.exit_code
 
@@ -174,6 +186,23 @@ def _configure_sample(p: argparse.ArgumentParser) -> Command:
         return 0
 
     return run
+
+
+def _share_cores(host) -> cpu_share.CpuShare | None:
+    """Share the cores with other genzoo processes training on CPU (:mod:`genzoo.cpu_share`):
+    the share is a plugin of ``host`` whose step hook adjusts torch's threads."""
+    share = cpu_share.CpuShare.start()
+    if share is not None:
+        host.register_plugin(share, CPU_SHARE_PLUGIN)
+    return share
+
+
+def _trains_on_cpu(experiment, device: str | None) -> bool:
+    """Whether some run of ``experiment`` trains on the CPU (``--device`` or its ``training.device``)."""
+    import torch
+
+    devices = {device or run.training.device for run in experiment.runs}
+    return any(d == "cpu" or (d == "auto" and not torch.cuda.is_available()) for d in devices)
 
 
 def _load(args: argparse.Namespace):
