@@ -19,6 +19,7 @@ from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
 from genzoo_plugins.nvae.se import SqueezeExcitation
+from genzoo_plugins.nvae.skip import FactorizedReduce
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from naive_cells import NaiveSeparableCell, naive_model  # noqa: E402
@@ -565,6 +566,18 @@ def test_encoder_cell_fast_paths_match_the_modules(options, resample, dtype):
     torch.testing.assert_close(gx, gx_ref, **tol)
     _same_grads(grads, grads_ref, dtype=dtype)
     _assert_same_buffers(fast, plain, tol)
+
+
+def test_the_factorized_reduction_runs_in_nchw():
+    """oneDNN corrupts the heap computing channels_last weight gradients of 1x1 stride-2
+    convolutions with few channels (plugins/nvae/skip.py): the reduction's convolutions get
+    NCHW inputs whatever the cell's format."""
+    reduce = FactorizedReduce(2, 4)
+    strides = []
+    for conv in reduce.convs:
+        conv.register_forward_pre_hook(lambda module, args: strides.append(args[0].stride(1)))
+    reduce(torch.randn(2, 2, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert strides == [64] * 4  # the channel stride of NCHW, not channels_last's 1
 
 
 def test_the_decoder_cell_keeps_one_expanded_tensor():

@@ -8,7 +8,7 @@ vectorized kernel instead (:mod:`.cpu_kernels`, ``csrc/elu.cpp``), where it is b
 (``tests/test_fast_paths.py``), and its backward pass keeps only the output (``exp(x) = y + 1``),
 which the next convolution keeps anyway, where torch's keeps the input: one tensor less for
 backward per ELU whose input nothing else keeps (inside the flows, before the head). Elsewhere
-(CUDA, other dtypes, ``torch.compile``) it is ``F.elu``.
+(CUDA, other dtypes, ``torch.compile``, ``torch.func`` transforms) it is ``F.elu``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ def _dense(x: torch.Tensor) -> bool:
 
 def kernel_applies(x: torch.Tensor) -> bool:
     """Whether genzoo's kernel computes ``elu(x)``: a dense float32/float64 CPU tensor, outside
-    ``torch.compile``."""
+    ``torch.compile`` and ``torch.func`` transforms (``jacrev``, ``vmap`` ...)."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
-        and _dense(x)
         and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and _dense(x)
     )
 
 
