@@ -19,6 +19,7 @@ processes, random transforms inside the dataset are re-drawn per epoch, not per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.utils import parametrize
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
@@ -299,14 +301,17 @@ class Trainer:
         # A skipped step must leave the model as it was, BatchNorm running statistics included
         # (a non-finite forward pass would otherwise poison them for good).
         buffers_before = [b.detach().clone() for b in self._buffers]
-        with autocast(self.precision, self.device):
-            out = self.train_model(x)
-        # The objective is summed in fp32 whatever the autocast dtype (nats per image are large).
-        kl = torch.stack([k.float() for k in out.kl], dim=1)
-        log_px = out.log_px.float()
-        kl_term, _ = balanced_kl(kl, kl_coeff, self.alpha, balance=cfg.kl_balance)
-        loss = (kl_term - log_px).mean()
-        reg_losses = [reg.loss(self.model, progress) for reg in self.regularizers]
+        # Parametrized weights (weight normalization) are computed once for the forward pass and
+        # the regularizers, which read them again (the same values; one backward through them).
+        with parametrize.cached() if not cfg.compile else contextlib.nullcontext():
+            with autocast(self.precision, self.device):
+                out = self.train_model(x)
+            # The objective is summed in fp32 whatever the autocast dtype (nats per image are large).
+            kl = torch.stack([k.float() for k in out.kl], dim=1)
+            log_px = out.log_px.float()
+            kl_term, _ = balanced_kl(kl, kl_coeff, self.alpha, balance=cfg.kl_balance)
+            loss = (kl_term - log_px).mean()
+            reg_losses = [reg.loss(self.model, progress) for reg in self.regularizers]
         for value in reg_losses:
             loss = loss + value
         # Every rank runs backward, even on a non-finite loss, so that DDP's gradient all-reduce

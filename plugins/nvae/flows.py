@@ -64,7 +64,7 @@ class MaskedLogWeightNorm(nn.Module):
 
     def forward(self, log_g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         masked = v * self.mask
-        return torch.exp(log_g) * masked / (_channel_norm(masked) + NORM_EPS)
+        return masked * (torch.exp(log_g) / (_channel_norm(masked) + NORM_EPS))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.log(_channel_norm(weight * self.mask) + INIT_EPS), weight
