@@ -127,7 +127,10 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
             return _print_plan(experiment, args.only, args.launcher)
         common = dict(only=args.only, device=args.device, resume=args.resume, fresh=args.fresh)
         if args.launcher is None:
-            outcome = run_matrix(experiment, args.out, **common)
+            from genzoo.cpu_share import cpu_training
+
+            with cpu_training(get_host(), _trains_on_cpu(experiment, args.device)):
+                outcome = run_matrix(experiment, args.out, **common)
             print(f"report: {outcome.exp_dir / 'report.md'}")
             return outcome.exit_code
         from genzoo.experiment.launcher import submit_matrix
@@ -230,6 +233,14 @@ def _configure_sample(p: argparse.ArgumentParser) -> Command:
         return 0
 
     return run
+
+
+def _trains_on_cpu(experiment, device: str | None) -> bool:
+    """Whether some run of ``experiment`` trains on the CPU (``--device`` or its ``training.device``)."""
+    import torch
+
+    devices = {device or run.training.device for run in experiment.runs}
+    return any(d == "cpu" or (d == "auto" and not torch.cuda.is_available()) for d in devices)
 
 
 def _load(args: argparse.Namespace):

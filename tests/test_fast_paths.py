@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo_plugins.nvae import cpu_kernels, fused
+from genzoo_plugins.nvae import activations, cpu_kernels, fused
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
+from genzoo_plugins.nvae.encoder_cell import ResidualCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
 from genzoo_plugins.nvae.se import SqueezeExcitation
+from genzoo_plugins.nvae.skip import FactorizedReduce
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from naive_cells import NaiveSeparableCell, naive_model  # noqa: E402
@@ -450,3 +452,193 @@ def test_whole_nvae_training_step_matches_the_naive_model(checkpoint, device):
     torch.testing.assert_close(loss_fast, loss_naive, **TOL)
     _same_grads(grads_fast, grads_naive)
     _assert_same_buffers(model, naive, TOL)
+
+
+# -- ELU (genzoo's CPU kernel) ------------------------------------------------------------------
+def _kernels_or_skip():
+    if cpu_kernels.load() is None:
+        pytest.skip("the CPU kernels could not be built here (see the warning)")
+
+
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
+def test_elu_kernel_matches_torch(memory_format):
+    """Values within float rounding of torch's (fp32: 2 units in the last place of a float64
+    reference, as torch's own; fp64 to 1e-12), NaN and infinities as torch, gradients to 1e-5 /
+    1e-12, and gradcheck in fp64; any dense layout, kept in the output."""
+    _kernels_or_skip()
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-30, 10, 4000), torch.tensor([0.0, -0.0, 1e-30, -1e-30, -0.5, -0.4999])])
+    x = torch.cat([x, torch.tensor([float("nan"), float("inf"), -float("inf")])])
+    y, exact = activations.elu(x), torch.nn.functional.elu(x.double())
+    assert torch.equal(y.isnan(), exact.isnan()) and torch.equal(y[-2:], exact[-2:].float())
+    finite = ~exact.isnan() & exact.isfinite()
+    assert ((y.double() - exact).abs() <= 2 * 2**-24 * exact.abs())[finite].all()
+    for dtype, tol in ((torch.float32, TOL), (torch.float64, dict(rtol=1e-12, atol=1e-12))):
+        x = (2 * torch.randn(3, 5, 7, 9, dtype=dtype)).contiguous(memory_format=memory_format)
+        assert activations.kernel_applies(x)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = activations.elu(a), torch.nn.functional.elu(b)
+        assert ya.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(ya, yb, **tol)
+        cotangent = torch.randn_like(ya)
+        ya.backward(cotangent), yb.backward(cotangent)
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(activations.elu, (x.requires_grad_(),))
+
+
+def test_elu_keeps_only_its_output_and_steps_aside(monkeypatch):
+    """Backward needs only the output (which the next convolution keeps anyway); where the
+    kernel does not apply (turned off, bf16, not dense) it is torch's ELU."""
+    _kernels_or_skip()
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        y = activations.elu(x)
+    assert len(kept) == 1 and kept[0] is y
+    assert not activations.kernel_applies(x.to(torch.bfloat16))
+    assert not activations.kernel_applies(x[:, :, ::2])
+    assert torch.equal(activations.elu(x[:, :, ::2]), torch.nn.functional.elu(x[:, :, ::2]))
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        activations.elu(x)
+    assert kept[-1] is x  # torch's ELU keeps its input
+
+
+def test_the_kernels_bring_no_openmp_runtime_of_their_own():
+    """One OpenMP runtime serves the process: torch's (issue 15: two runtimes' idle threads
+    spinning against each other)."""
+    _kernels_or_skip()
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("needs /proc/self/maps (Linux)")
+    runtimes = {
+        line.split()[-1] for line in maps.read_text().splitlines() if "gomp" in line or "libomp" in line
+    }
+    assert len(runtimes) <= 1, runtimes
+
+
+def test_cpu_depthwise_kernel_does_not_depend_on_scheduling():
+    """The same thread count gives the same bits, whatever the scheduling; another thread count
+    the same values up to rounding."""
+    _kernels_or_skip()
+    torch.manual_seed(0)
+    x = torch.randn(4, 24, 9, 9).contiguous(memory_format=torch.channels_last)
+    grad_out, weight = torch.randn(4, 24, 9, 9), torch.randn(24, 1, 5, 5)
+    conv = ((1, 1), (2, 2), (1, 1), 24)
+    first = cpu_kernels.depthwise_weight_grad(x, grad_out, weight, *conv)
+    assert torch.equal(first, cpu_kernels.depthwise_weight_grad(x, grad_out, weight, *conv))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.testing.assert_close(
+            cpu_kernels.depthwise_weight_grad(x, grad_out, weight, *conv), first, **TOL
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- the encoder cell and the decoder cell's expanded tensor -----------------------------------
+@pytest.mark.parametrize(
+    "options,dtype",
+    [(dict(), torch.float32), (dict(fused=True), torch.float32), (dict(fused=True), torch.float64)],
+    ids=["default-fp32", "fused-fp32", "fused-fp64"],
+)
+@pytest.mark.parametrize("resample", ["none", "down", "up"])
+def test_encoder_cell_fast_paths_match_the_modules(options, resample, dtype):
+    """nvae.residual_cell with channels_last (default) and the fused BN -> Swish -> conv steps
+    (off by default: a memory saving) against the same cell run through its modules in NCHW."""
+    torch.manual_seed(0)
+    out_chs = {"none": 8, "down": 16, "up": 4}[resample]
+    fast = ResidualCell(8, out_chs, resample=resample, gate_layer=SqueezeExcitation, **options).to(dtype)
+    _perturb_bn(fast)
+    plain = ResidualCell(8, out_chs, resample=resample, gate_layer=SqueezeExcitation, channels_last=False)
+    plain.to(dtype).load_state_dict(fast.state_dict())
+    tol = TOL if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
+    x = torch.randn(4, 8, 8, 8, dtype=dtype)
+    cotangent = torch.randn_like(plain(x.clone()))
+    plain.load_state_dict(fast.state_dict())  # the call above moved the running statistics
+    y, gx, grads = _step(fast, x, cotangent)
+    y_ref, gx_ref, grads_ref = _step(plain, x, cotangent)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+    _same_grads(grads, grads_ref, dtype=dtype)
+    _assert_same_buffers(fast, plain, tol)
+
+
+def test_the_factorized_reduction_runs_in_nchw():
+    """oneDNN corrupts the heap computing channels_last weight gradients of 1x1 stride-2
+    convolutions with few channels (plugins/nvae/skip.py): the reduction's convolutions get
+    NCHW inputs whatever the cell's format."""
+    reduce = FactorizedReduce(2, 4)
+    strides = []
+    for conv in reduce.convs:
+        conv.register_forward_pre_hook(lambda module, args: strides.append(args[0].stride(1)))
+    reduce(torch.randn(2, 2, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert strides == [64] * 4  # the channel stride of NCHW, not channels_last's 1
+
+
+def test_the_decoder_cell_keeps_one_expanded_tensor():
+    """BN -> expand -> BN -> Swish -> depthwise is one step that keeps the centred input and the
+    folded weights; the expanded tensor is recomputed in backward. What the cell keeps at six
+    times its input's size is the depthwise output alone (which the next step needs)."""
+    torch.manual_seed(0)
+    cell = SeparableCell(4, 4).train()
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    expanded = []
+
+    def pack(t):
+        if t.numel() >= 6 * x.numel():
+            expanded.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        cell(x)
+    assert len(expanded) == 1
+
+
+# -- a whole training step against the reference path -----------------------------------------
+def test_whole_training_step_matches_the_reference_path(monkeypatch):
+    """Issue 15's check: every fast path of a whole NVAE training step (the objective with KL
+    balancing, spectral and BatchNorm regularization; fused encoder cells too) against the same
+    weights and inputs with every fast path off: naive decoder cells, encoder cells through
+    their modules in NCHW, torch's ELU and oneDNN's depthwise gradient
+    (``GENZOO_CPU_KERNELS=0``). Loss to 1e-5, every gradient, and the BatchNorm statistics."""
+    from genzoo.engine.schedules import balanced_kl, kl_balance_alpha
+    from genzoo_plugins.nvae.bn_penalty import BatchNormPenalty
+    from genzoo_plugins.nvae.spectral import SpectralRegularizer
+
+    torch.manual_seed(0)
+    options = dict(
+        image_shape=(3, 16, 16), num_channels=8, num_latent_scales=2, num_groups_per_scale=2, latent_chs=4,
+        num_preprocess_blocks=1, num_postprocess_blocks=1,
+        encoder_cell={"key": "nvae.residual_cell", "fused": True},
+        latent_group={"key": "nvae.residual_normal", "num_flows": 1},
+    )  # fmt: skip
+    model = NVAEHierarchy(**options)
+    _perturb_bn(model)
+    reference = naive_model(model)
+    for cell in reference.modules():
+        if isinstance(cell, ResidualCell):
+            cell.fused = cell.channels_last = False
+    x = torch.randint(0, 256, (4, 3, 16, 16)).float() / 255
+    alpha = kl_balance_alpha(model.groups)
+
+    def step(m):
+        torch.manual_seed(2)  # the same reparameterization noise for both
+        out = m.train()(x)
+        kl_term, _ = balanced_kl(torch.stack(out.kl, dim=1), 0.3, alpha)
+        regularizers = (SpectralRegularizer(), BatchNormPenalty())
+        loss = (kl_term - out.log_px).mean() + sum(1e-2 * r.penalty(m) for r in regularizers)
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in m.named_parameters()}
+
+    loss_fast, grads_fast = step(model)
+    with monkeypatch.context() as patch:
+        patch.setenv(cpu_kernels.ENV_SWITCH, "0")
+        loss_ref, grads_ref = step(reference)
+    torch.testing.assert_close(loss_fast, loss_ref, **TOL)
+    _same_grads(grads_fast, grads_ref)
+    _assert_same_buffers(model, reference, TOL)

@@ -5,12 +5,14 @@ then the step's scalars summed over ranks by name."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genzoo.engine.config import TrainConfig
 from genzoo.engine.devices import autocast
@@ -74,17 +76,21 @@ class TrainStep:
             torch.compiler.cudagraph_mark_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         buffers_before = BufferSnapshot(self._buffers)
-        with autocast(self.precision, self.device):
-            out = self.train_model(x)
-        objective = step_objective(
-            out,
-            kl_coeff=kl_coeff,
-            alpha=self.alpha,
-            balance=cfg.kl_balance,
-            regularizers=self.regularizers,
-            model=self.model,
-            progress=progress,
-        )
+        # Parametrized weights (weight normalization) are computed once for the forward pass and
+        # the regularizers, which read them again (the same values; one backward through them).
+        # Not under torch.compile, which traces the parametrizations itself.
+        with parametrize.cached() if cfg.compile_mode is None else contextlib.nullcontext():
+            with autocast(self.precision, self.device):
+                out = self.train_model(x)
+            objective = step_objective(
+                out,
+                kl_coeff=kl_coeff,
+                alpha=self.alpha,
+                balance=cfg.kl_balance,
+                regularizers=self.regularizers,
+                model=self.model,
+                progress=progress,
+            )
         # Every rank runs backward, even on a non-finite loss, so that DDP's gradient all-reduce
         # stays in step; the skip decision below is the same on every rank.
         self.scaler.scale(objective.loss).backward()

@@ -141,6 +141,7 @@ class RunJob(submitit.helpers.Checkpointable):
         # torch and the engine are imported only now, once the job may go on
         import torch.distributed as dist
 
+        from genzoo.cpu_share import cpu_training
         from genzoo.discovery import get_host
         from genzoo.engine.devices import device_type
         from genzoo.engine.distributed import broadcast_object, init_distributed
@@ -174,10 +175,12 @@ class RunJob(submitit.helpers.Checkpointable):
             if ctx.is_main:
                 exp_dir.remove_stale_temporaries(paths.dir)
             print(f"genzoo: {self.run_id}: training ({run.training.steps} steps)", flush=True)
-            status = train_run(
-                run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
-                main_process=ctx.is_main, progress_bar=None if sys.stderr.isatty() else False,
-            )  # fmt: skip
+            on_cpu = device_type(self.device or run.training.device) == "cpu"
+            with cpu_training(host, on_cpu):  # local jobs share the cores (genzoo.cpu_share)
+                status = train_run(
+                    run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
+                    main_process=ctx.is_main, progress_bar=None if sys.stderr.isatty() else False,
+                )  # fmt: skip
             if self.render_report and ctx.is_main and status != "interrupted":  # (a grace period to keep)
                 render_report(exp_dir.root, title=experiment.name, host=host)
             return status

@@ -13,7 +13,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
-from genzoo.validation import check_odd_int
+from genzoo.validation import check_bool, check_odd_int
 
 
 class ConvResidualCell(Cell):
@@ -25,6 +25,9 @@ class ConvResidualCell(Cell):
     ``resample="down"`` (the first conv then has stride 2 too); when ``resample="up"`` the input
     is upsampled (nearest x2) first, for the branch and the skip alike (computed in the cheaper
     order that gives the same result).
+
+    :param channels_last: run in ``torch.channels_last``, as NVAE's cells do on CPU (exact,
+        default on), so that an ablation compares the cells, not memory formats.
     """
 
     def __init__(
@@ -35,9 +38,11 @@ class ConvResidualCell(Cell):
         resample: str = "none",
         gate_layer: GateLayer | None = None,
         kernel_size: int = 3,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(in_chs, out_chs, resample=resample)
         check_odd_int("kernel_size", kernel_size)
+        self.channels_last = check_bool("channels_last", channels_last)
         stride = 2 if resample == "down" else 1
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
@@ -48,6 +53,8 @@ class ConvResidualCell(Cell):
         self.skip = nn.Conv2d(in_chs, out_chs, 1, stride=stride) if needs_projection else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = F.silu(self.bn1(x))
         skip = self.skip(x)
         if self.resample == "up":

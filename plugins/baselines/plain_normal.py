@@ -19,6 +19,7 @@ from torch import nn
 import genzoo
 from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
+from genzoo_plugins.nvae.activations import elu
 
 SIGMA_FLOOR = 1e-4
 
@@ -43,7 +44,7 @@ class PlainNormal(LatentGroup):
         if dec_state is None:
             raise ValueError("a non-top latent group needs the decoder state for its prior")
         assert self.prior_params is not None
-        return _normal(self.prior_params(F.elu(dec_state)))
+        return _normal(self.prior_params(elu(dec_state)))
 
     def forward(self, enc_feature: torch.Tensor, dec_state: torch.Tensor | None) -> LatentOutput:
         posterior = _normal(self.encoder_params(enc_feature))

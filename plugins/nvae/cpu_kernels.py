@@ -1,14 +1,20 @@
-"""A compiled CPU kernel for the decoder cell's depthwise convolution (``csrc/depthwise.cpp``):
-its weight gradient on channels_last tensors, the largest single operation of a default cell
-step on CPU, 3 to 4x faster than oneDNN's (benchmarks/README.md, bench_depthwise_grad.py).
+"""genzoo's compiled CPU kernels (``csrc/``): the weight gradient of the decoder cell's
+depthwise convolution on channels_last tensors (``depthwise.cpp``; the largest single operation
+of a default cell step on CPU, 3 to 4x faster than oneDNN's: benchmarks/README.md,
+bench_depthwise_grad.py), and ELU with its gradient (``elu.cpp``; torch's ELU is about 50x
+slower than its Swish on CPU, its ``expm1`` running at scalar speed: :mod:`.activations`).
 
-The kernel is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP
-and ninja are needed; about 25 seconds, once: torch caches the build under
+The kernels are one extension module, built on first use with ``torch.utils.cpp_extension`` (a
+C++ compiler and ninja are needed; about 40 seconds, once: torch caches the build under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). It is compiled for the
 vector instructions torch itself dispatches to on this machine, so a cache shared between
-different machines holds one build per instruction set. If the build fails, a warning says why,
-once, and oneDNN's kernel runs as before; ``GENZOO_CPU_KERNELS=0`` turns the kernel off. The
-result is the same weight gradient up to float rounding (``tests/test_fast_paths.py``).
+different machines holds one build per instruction set. The kernels run on torch's own
+intra-op threads (``at::parallel_for``): the module links no OpenMP runtime of its own (it is
+compiled with ``-fopenmp`` so that ATen's header opens torch's parallel regions, and those calls
+bind to the runtime torch is linked with), so one runtime serves the process. If the build fails,
+a warning says why, once, and torch's own operators run as before; ``GENZOO_CPU_KERNELS=0``
+turns the kernels off. The results are the same up to float rounding
+(``tests/test_fast_paths.py``).
 """
 
 from __future__ import annotations
@@ -22,19 +28,23 @@ from types import ModuleType
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "depthwise.cpp"
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCE = CSRC / "depthwise.cpp"
+SOURCES = [SOURCE, CSRC / "elu.cpp", CSRC / "bindings.cpp"]
 ENV_SWITCH = "GENZOO_CPU_KERNELS"
-_ISA_FLAGS = {
-    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
-}
+_ISA_FLAGS = {  # the instruction set, and the matching ATen vector type (ATen/cpu/vec)
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}  # fmt: skip
+_DEFAULT_FLAGS = ["-DCPU_CAPABILITY=DEFAULT"]
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _built: dict[str, ModuleType | None] = {}
 
 
 def enabled() -> bool:
-    """Whether the kernel may be used (``GENZOO_CPU_KERNELS`` is not ``0``)."""
+    """Whether the kernels may be used (``GENZOO_CPU_KERNELS`` is not ``0``)."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -59,20 +69,21 @@ def _build(isa: str) -> ModuleType | None:
     finally:
         quiet.setLevel(level)
 
-    name = "genzoo_depthwise_" + "".join(ch for ch in isa.lower() if ch.isalnum())
-    _log.info("building genzoo's CPU depthwise kernel %s (once; cached by torch)", name)
+    name = "genzoo_cpu_kernels_" + "".join(ch for ch in isa.lower() if ch.isalnum())
+    _log.info("building genzoo's CPU kernels %s (once; cached by torch)", name)
     try:
+        # -fopenmp compiles ATen's parallel regions in; no -fopenmp when linking, so the module
+        # uses the OpenMP runtime torch is linked with (through libtorch_cpu), not a second one.
         return cpp_extension.load(
             name=name,
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", *_ISA_FLAGS.get(isa, [])],
-            extra_ldflags=["-fopenmp"],
+            sources=[str(path) for path in SOURCES],
+            extra_cflags=["-O3", "-fopenmp", *_ISA_FLAGS.get(isa, _DEFAULT_FLAGS)],
             verbose=False,
         )
     except Exception as exc:  # no compiler, no OpenMP, no ninja, a read-only cache ...
         warnings.warn(
-            f"genzoo could not build its CPU depthwise kernel ({type(exc).__name__}: {exc}); "
-            f"oneDNN's runs instead, a little slower. Set {ENV_SWITCH}=0 to skip the attempt.",
+            f"genzoo could not build its CPU kernels ({type(exc).__name__}: {exc}); torch's own "
+            f"operators run instead, a little slower. Set {ENV_SWITCH}=0 to skip the attempt.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -42,7 +42,7 @@ import genzoo
 from genzoo.interfaces import Cell, GateLayer
 from genzoo.validation import check_bool, check_bool_or_auto, check_int, check_odd_int
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
-from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn, bn_swish_conv, swish_conv
+from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn_swish_conv, bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 
 
@@ -146,8 +146,7 @@ class SeparableCell(Cell):
             fused = self.fast_paths(x.device)[1]
         h = F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
         step = dict(update_stats=update_stats, fuse=fused)
-        h = bn_conv_bn(h, self.bn0, self.expand, self.bn1, **step)
-        h = swish_conv(h, self.depthwise, fuse=fused)
+        h = bn_conv_bn_swish_conv(h, self.bn0, self.expand, self.bn1, self.depthwise, **step)
         h = bn_swish_conv(h, self.bn2, self.project, **step)
         return self.gate(batch_norm(h, self.bn3, update_stats=update_stats))
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from genzoo_plugins.nvae.activations import elu
 from genzoo_plugins.nvae.weight_norm import INIT_EPS, NORM_EPS, _channel_norm, parametrize_weight
 
 
@@ -63,7 +63,7 @@ class MaskedLogWeightNorm(nn.Module):
 
     def forward(self, log_g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         masked = v * self.mask
-        return torch.exp(log_g) * masked / (_channel_norm(masked) + NORM_EPS)
+        return masked * (torch.exp(log_g) / (_channel_norm(masked) + NORM_EPS))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.log(_channel_norm(weight * self.mask) + INIT_EPS), weight
@@ -105,8 +105,8 @@ class AutoregressiveShift(nn.Module):
         self.mu = masked_conv2d(hidden, latent_chs, 1, zero_diag=False, mirror=mirror, init_scale=0.1)
 
     def shift(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.elu(self.conv2(F.elu(self.conv1(z))))
-        return self.mu(F.elu(h))
+        h = elu(self.conv2(elu(self.conv1(z))))
+        return self.mu(elu(h))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z - self.shift(z)

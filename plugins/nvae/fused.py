@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.utils import parametrize
 
 from genzoo_plugins.nvae import cpu_kernels
 
@@ -51,7 +52,7 @@ def can_fuse(x: torch.Tensor, bn: nn.Module | None, conv: nn.Module) -> bool:
     for ``x``, ``bn`` and ``conv``."""
     return (
         (bn is None or _batch_statistics(x, bn))
-        and type(conv) is nn.Conv2d
+        and _plain_conv(conv)
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
         and not _autocast_enabled(x.device.type)
@@ -77,6 +78,18 @@ def can_fold(x: torch.Tensor, bn_in: nn.Module, conv: nn.Module, bn_out: nn.Modu
         and conv.groups == 1
         and x.dtype in (torch.float32, torch.float64)
         and x.numel() > x.shape[1]
+    )
+
+
+def _plain_conv(conv: nn.Module) -> bool:
+    """``conv`` computes ``F.conv2d(x, conv.weight, conv.bias, ...)``: an ``nn.Conv2d``, or one
+    whose weight is a parametrization (weight normalization), which changes the weight only."""
+    cls = type(conv)
+    return (
+        isinstance(conv, nn.Conv2d)
+        and cls.forward is nn.Conv2d.forward
+        and cls._conv_forward is nn.Conv2d._conv_forward
+        and (cls is nn.Conv2d or parametrize.is_parametrized(conv))
     )
 
 
@@ -153,6 +166,46 @@ class _BNSwishConv(torch.autograd.Function):
                 grad_conv_bias, None, None, None, None)  # fmt: skip
 
 
+class _ConvSwishConv(torch.autograd.Function):
+    """``conv(swish(conv1x1(x, w, b)))`` saving ``x`` and the weights; backward recomputes the
+    1x1 convolution and the Swish."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv_weight, conv_bias, stride, padding, dilation, groups):
+        a = F.silu(F.conv2d(x, weight, bias), inplace=True)
+        y = F.conv2d(a, conv_weight, conv_bias, stride, padding, dilation, groups)
+        ctx.save_for_backward(x, weight, bias, conv_weight)
+        ctx.config = (conv_bias is not None, stride, padding, dilation, groups)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, bias, conv_weight = ctx.saved_tensors
+        has_bias, stride, padding, dilation, groups = ctx.config
+        needs = ctx.needs_input_grad
+        z = F.conv2d(x, weight, bias)
+        a = F.silu(z)
+        kernel_grad = cpu_kernels.depthwise_weight_grad(a, grad_y, conv_weight, stride, padding, dilation,
+                                                        groups) if needs[3] else None  # fmt: skip
+        grad_a, grad_conv_weight, grad_conv_bias = torch.ops.aten.convolution_backward(
+            grad_y, a, conv_weight, [conv_weight.shape[0]] if has_bias else None, stride, padding, dilation,
+            False, [0, 0], groups, [any(needs[:3]), needs[3] and kernel_grad is None, needs[4]],
+        )  # fmt: skip
+        del a
+        if kernel_grad is not None:
+            grad_conv_weight = kernel_grad
+        grad_x = grad_weight = grad_bias = None
+        if grad_a is not None:
+            grad_z = torch.ops.aten.silu_backward.grad_input(grad_a, z, grad_input=grad_a)
+            del z
+            grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad_z, x, weight, [weight.shape[0]] if bias is not None else None, [1, 1], [0, 0], [1, 1],
+                False, [0, 0], 1, [needs[0], needs[1], needs[2]],
+            )  # fmt: skip
+        return grad_x, grad_weight, grad_bias, grad_conv_weight, grad_conv_bias, None, None, None, None
+
+
 def bn_swish_conv(
     x: torch.Tensor,
     bn: nn.Module,
@@ -218,6 +271,37 @@ def bn_conv_bn(
     if not (fuse and can_fold(x, bn_in, conv, bn_out)):
         h = conv(batch_norm(x, bn_in, update_stats=update_stats))
         return batch_norm(h, bn_out, update_stats=update_stats)
+    return F.conv2d(*_fold(x, bn_in, conv, bn_out, update_stats))
+
+
+def bn_conv_bn_swish_conv(
+    x: torch.Tensor,
+    bn_in: nn.Module,
+    conv: nn.Module,
+    bn_out: nn.Module,
+    conv_out: nn.Module,
+    *,
+    update_stats: bool = True,
+    fuse: bool = True,
+) -> torch.Tensor:
+    """``conv_out(silu(bn_out(conv(bn_in(x)))))``: :func:`bn_conv_bn` then :func:`swish_conv`.
+    When ``fuse`` is on and both may take their fused paths, one step that keeps for backward
+    only the centred ``x`` (which the folded statistics keep anyway) and the folded weights: the
+    expanded tensor is recomputed in backward (one 1x1 convolution) instead of being kept, so a
+    decoder cell keeps one expanded tensor instead of two."""
+    if not (fuse and can_fold(x, bn_in, conv, bn_out) and can_fuse(x, None, conv_out)):
+        return swish_conv(bn_conv_bn(x, bn_in, conv, bn_out, update_stats=update_stats, fuse=fuse), conv_out,
+                          fuse=fuse)  # fmt: skip
+    centered, weight, bias = _fold(x, bn_in, conv, bn_out, update_stats)
+    return _ConvSwishConv.apply(
+        centered, weight, bias, conv_out.weight, conv_out.bias, conv_out.stride, conv_out.padding,
+        conv_out.dilation, conv_out.groups,
+    )  # fmt: skip
+
+
+def _fold(x: torch.Tensor, bn_in: nn.Module, conv: nn.Module, bn_out: nn.Module, update_stats: bool):
+    """``(x - m, W, b)`` such that ``F.conv2d(x - m, W, b) = bn_out(conv(bn_in(x)))`` (see
+    :func:`bn_conv_bn`), with the running statistics updated."""
     chs = x.shape[1]
     count = x.numel() // chs
     mean = x.mean((0, 2, 3))
@@ -238,7 +322,7 @@ def bn_conv_bn(
             mean_out += conv.bias
         _update_running_stats(bn_in, mean, var_in, count, update_stats)
         _update_running_stats(bn_out, mean_out, var_out, count, update_stats)
-    return F.conv2d(centered, folded[:, :, None, None], bias)
+    return centered, folded[:, :, None, None], bias
 
 
 def _update_running_stats(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: int,

@@ -32,6 +32,7 @@ from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
 from genzoo.validation import check_bool, check_int
+from genzoo_plugins.nvae.activations import ELU
 from genzoo_plugins.nvae.combiners import DecoderCombiner, EncoderCombiner
 from genzoo_plugins.nvae.layout import (
     CHANNEL_MULT,
@@ -178,7 +179,7 @@ class NVAEHierarchy(Hierarchy):
             likelihood, image_chs=image_chs, num_bits=num_bits, **LIKELIHOODS
         )
         self.num_bits = self.output_likelihood.num_bits
-        self.head = nn.Sequential(nn.ELU(), wn_conv2d(self.num_channels, self.output_likelihood.param_chs, 3))
+        self.head = nn.Sequential(ELU(), wn_conv2d(self.num_channels, self.output_likelihood.param_chs, 3))
 
     # -- the parts, built in order --------------------------------------------------------------
     def _build_preprocess(
@@ -221,7 +222,7 @@ class NVAEHierarchy(Hierarchy):
             for info in ([] if self.vanilla else self._groups[1:])
         )
         top_chs = self.chs_at_scale(0)
-        self.encoder0 = nn.Sequential(nn.ELU(), wn_conv2d(top_chs, top_chs, 1), nn.ELU())
+        self.encoder0 = nn.Sequential(ELU(), wn_conv2d(top_chs, top_chs, 1), ELU())
 
     def _build_latent_groups(self, spec: ComponentSpec) -> None:
         """One latent group per :class:`GroupInfo`, coarsest first; the first is the top group."""

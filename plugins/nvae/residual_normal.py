@@ -24,13 +24,13 @@ estimate log q(z) - log p(z) of the flowed sample, as official.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import genzoo
 from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
 from genzoo.validation import check_int
+from genzoo_plugins.nvae.activations import elu
 from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
@@ -84,7 +84,7 @@ class ResidualNormal(LatentGroup):
         if dec_state is None:
             raise ValueError("a non-top latent group needs the decoder state for its prior")
         assert self.prior_params is not None
-        mu, log_sigma = self.prior_params(F.elu(dec_state)).chunk(2, dim=1)
+        mu, log_sigma = self.prior_params(elu(dec_state)).chunk(2, dim=1)
         return mu, log_sigma
 
     def forward(self, enc_feature: torch.Tensor, dec_state: torch.Tensor | None) -> LatentOutput:

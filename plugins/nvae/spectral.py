@@ -40,7 +40,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from genzoo.interfaces import Regularizer
@@ -128,7 +127,7 @@ class SpectralRegularizer(Regularizer):
         for name, module in model.named_modules():
             if not self._counts(module):
                 continue
-            matrix = rearrange(module.weight, "o ... -> o (...)")
+            matrix = module.weight.flatten(1)  # (C_out, C_in / groups * kh * kw)
             names, matrices = groups.setdefault(_shape_key(*matrix.shape), ([], []))
             names.append(name)
             matrices.append(matrix)
@@ -162,11 +161,13 @@ class SpectralRegularizer(Regularizer):
         else:
             u, v = self._initial_vectors(key, weights)
             steps = self.first_iterations
+        # Rows of one: v^T = normalize(u^T W), u^T = normalize(v^T W^T), as batched products.
+        u, transposed = u.unsqueeze(1), weights.transpose(1, 2)
         for _ in range(steps):
-            v = F.normalize(torch.einsum("nr,nrc->nc", u, weights), dim=1, eps=NORMALIZE_EPS)
-            u = F.normalize(torch.einsum("nrc,nc->nr", weights, v), dim=1, eps=NORMALIZE_EPS)
-        self._u[key], self._v[key] = u, v
-        return u, v
+            v = F.normalize(torch.bmm(u, weights), dim=2, eps=NORMALIZE_EPS)
+            u = F.normalize(torch.bmm(v, transposed), dim=2, eps=NORMALIZE_EPS)
+        self._u[key], self._v[key] = u.squeeze(1), v.squeeze(1)
+        return self._u[key], self._v[key]
 
     # -- the penalty -------------------------------------------------------------------------
     def penalty(self, model: nn.Module) -> torch.Tensor:
@@ -183,7 +184,7 @@ class SpectralRegularizer(Regularizer):
             # Power iteration in the weights' own precision even inside an autocast region.
             with _without_autocast(weights.device):
                 u, v = self._iterate(key, weights.detach())
-                sigma = torch.einsum("nr,nrc,nc->n", u, weights, v)
+                sigma = (torch.bmm(u.unsqueeze(1), weights).squeeze(1) * v).sum(1)  # u^T W v
             self._last[key] = (names, sigma.detach())
             terms.append(sigma.sum() if self.penalty_kind == "sum" else (sigma - 1.0).square().sum())
         if not terms:

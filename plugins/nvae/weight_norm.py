@@ -16,7 +16,6 @@ convolution made every cell instance compile again).
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -26,7 +25,7 @@ INIT_EPS = 1e-2  # added to ||v|| when initializing log g, as in the official co
 
 def _channel_norm(v: torch.Tensor) -> torch.Tensor:
     """The L2 norm of each output channel's filter, shaped to broadcast against ``v``."""
-    norm = rearrange(v, "o ... -> o (...)").norm(dim=1)
+    norm = v.flatten(1).norm(dim=1)
     return norm.view(-1, *([1] * (v.dim() - 1)))
 
 
@@ -34,7 +33,8 @@ class LogWeightNorm(nn.Module):
     """Parametrization ``(log_g, v) -> exp(log_g) * v / (||v|| + 1e-5)``."""
 
     def forward(self, log_g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.exp(log_g) * v / (_channel_norm(v) + NORM_EPS)
+        # The per-channel factor first: one pass over the weight, forward and backward.
+        return v * (torch.exp(log_g) / (_channel_norm(v) + NORM_EPS))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.log(_channel_norm(weight) + INIT_EPS), weight
