@@ -586,3 +586,20 @@ def test_initial_weight_is_close_to_the_unnormalized_one(registry):
 def test_bad_options_name_the_option(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_weight_normalized_convs_sharing_a_class_keep_their_own_weights_under_caching():
+    # Convs share one parametrized class (for torch.compile) while the trainer computes weights
+    # once per step with parametrize.cached(): each must still get its own weight.
+    from torch.nn.utils import parametrize
+
+    from genzoo_plugins.nvae.weight_norm import wn_conv2d
+
+    a, b = wn_conv2d(3, 4, 3), wn_conv2d(4, 6, 1)
+    assert type(a) is type(b)
+    plain = (a.weight.detach().clone(), b.weight.detach().clone())
+    with parametrize.cached():
+        assert a.weight.shape == (4, 3, 3, 3) and b.weight.shape == (6, 4, 1, 1)
+        assert a.weight is a.weight  # computed once while cached
+        torch.testing.assert_close(a.weight, plain[0])
+        torch.testing.assert_close(b.weight, plain[1])

@@ -43,6 +43,27 @@ class LogWeightNorm(nn.Module):
 _SHARED_CLASSES: dict[type, type] = {}
 
 
+def _get_weight(self: nn.Module) -> torch.Tensor:
+    # torch's own property keys parametrize.cached()'s cache by the module it was made for;
+    # on a class shared by many modules that would hand every module the last one's weight.
+    # This one keys it by the module asked, as torch means to.
+    parametrization = self.parametrizations["weight"]
+    if not getattr(parametrize, "_cache_enabled", 0):
+        return parametrization()
+    key = (id(self), "weight")
+    weight = parametrize._cache.get(key)
+    if weight is None:
+        weight = parametrize._cache[key] = parametrization()
+    return weight
+
+
+def _set_weight(self: nn.Module, value: torch.Tensor) -> None:
+    self.parametrizations["weight"].right_inverse(value)
+
+
+_WEIGHT = property(_get_weight, _set_weight)
+
+
 def parametrize_weight(module: nn.Module, parametrization: nn.Module) -> nn.Module:
     """``parametrize.register_parametrization(module, "weight", parametrization)`` in place,
     with the parametrized class shared by every module of the same base class that this
@@ -54,7 +75,9 @@ def parametrize_weight(module: nn.Module, parametrization: nn.Module) -> nn.Modu
         raise ValueError(f"{type(module).__name__} is parametrized already")
     base = type(module)
     parametrize.register_parametrization(module, "weight", parametrization, unsafe=True)
-    module.__class__ = _SHARED_CLASSES.setdefault(base, type(module))
+    shared = _SHARED_CLASSES.setdefault(base, type(module))
+    shared.weight = _WEIGHT  # registering rewrote it with a closure over this module
+    module.__class__ = shared
     return module
 
 
