@@ -43,7 +43,9 @@ class BatchNormPenalty(Regularizer):
         """``sum max |gamma|`` over every ``_BatchNorm`` (1d/2d/3d, SyncBatchNorm) with an affine
         weight, in ``model.modules()`` order; a zero scalar on the model's device if none."""
         weights = [
-            m.weight for m in model.modules() if isinstance(m, _BatchNorm) and m.affine and m.weight is not None
+            m.weight
+            for m in model.modules()
+            if isinstance(m, _BatchNorm) and m.affine and m.weight is not None
         ]
         if not weights:
             return torch.zeros((), device=_model_device(model))
