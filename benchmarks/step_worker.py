@@ -25,8 +25,8 @@ Protocol: the worker runs its first step (warm-up: kernel builds, allocator grow
 - ``memory``: one step under ``torch.profiler`` (memory events) -> ``{"peak_alloc"}`` (bytes of
   live tensors above the step's start), and the resident set: ``{"rss_before", "peak_rss",
   "rss_after"}`` (``VmHWM`` restarted at the step's start, Linux);
-- ``profile N``: one step under ``torch.profiler`` -> ``{"table"}``, its N operators of most
-  self time;
+- ``profile N``: one step under ``torch.profiler`` -> ``{"table", "self"}``, its N operators
+  of most self time, and every operator's self seconds;
 - ``run N``: N steps back to back -> ``{"spans": [[start, end], ...]}`` (``time.monotonic``, a
   clock shared by all processes);
 - ``quit``.
@@ -114,7 +114,10 @@ class StepGate:
         elif self.profiler is not None and self.table:
             self.profiler.stop()
             averages = self.profiler.key_averages()
-            _send({"table": averages.table(sort_by="self_cpu_time_total", row_limit=self.table)})
+            totals = {e.key: e.self_cpu_time_total / 1e6 for e in averages}
+            _send(
+                {"table": averages.table(sort_by="self_cpu_time_total", row_limit=self.table), "self": totals}
+            )
             self.profiler = None
         elif self.profiler is not None:
             self.profiler.stop()

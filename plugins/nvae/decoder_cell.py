@@ -8,13 +8,14 @@ bias: each is followed by a BatchNorm).
 Speed and memory (benchmarks/README.md): the cell runs in channels_last (depthwise convolutions
 are several times faster so on CPU) and, with ``fused``, (1) BN -> 1x1 expand -> BN is one 1x1
 convolution whose weights are folded from the batch statistics, so the expanded tensor is never
-normalized, and (2) each [BN ->] Swish -> conv after it is one step that keeps only its input for
-backward and recomputes the rest (:mod:`.fused`; the paper's fused BN+Swish): two expanded
-tensors saved per cell instead of six. On CPU the depthwise convolution's weight gradient in
-those steps comes from genzoo's compiled kernel (:mod:`.cpu_kernels`, built on first use) where
-it can be built. All are exact (same results as the plain modules up to rounding).
-``checkpoint=True`` also drops those two and recomputes the whole branch in backward: less
-memory, more time; off by default.
+normalized, and with the Swish and the depthwise convolution after it it is one step that keeps
+only the (unexpanded) input and recomputes the expanded tensor in backward, and (2) BN -> Swish
+-> 1x1 conv is one step that keeps only its input and recomputes the rest (:mod:`.fused`; the
+paper's fused BN+Swish): one expanded tensor saved per cell instead of six. On CPU the
+depthwise convolution's weight gradient comes from genzoo's compiled kernel (:mod:`.cpu_kernels`,
+built on first use) where it can be built. All are exact (same results as the plain modules up
+to rounding). ``checkpoint=True`` also drops that one and recomputes the whole
+branch in backward: less memory, more time; off by default.
 
 ``channels_last`` and ``fused`` default to ``"auto"``: on where they were measured faster, on
 the CPU (benchmarks/README.md, CPU tables), and off on CUDA, where the cell then runs the plain
@@ -23,8 +24,7 @@ modules in the input's memory format. On an H100 (torch 2.11, 2026-11-24, benchm
 1.35x faster than with these cells (channels_last + fused) in fp32, quickstart and CIFAR-sized,
 batch 16 and 128 (before the folded expansion existed): the step is launch-bound there, and
 the fused steps and their recomputation add kernels. Which of the two costs what on CUDA was
-not measured apart;
-``benchmarks/bench_gpu_paper.py`` measures the cell with both on against ``auto``. Under
+not measured apart; ``benchmarks/bench_gpu_paper.py`` measures the cell with both on against ``auto``. Under
 ``torch.compile`` (``training.compile``) ``fused: auto`` is off on every device too: the fused
 steps are autograd functions around a C++ kernel that dynamo cannot trace (each would split
 the compiled cell), and the compiler fuses BatchNorm and Swish itself. Other devices (MPS ...)
@@ -55,9 +55,10 @@ class SeparableCell(Cell):
     :param channels_last: run in ``torch.channels_last`` (the output is channels_last too, so
         the next cell needs no copy); exact. ``"auto"`` (default): on CPU, off elsewhere (see
         the module docstring).
-    :param fused: the folded BN -> expand -> BN and the fused [BN ->] Swish -> conv steps that
-        save only their input (:mod:`.fused`); exact. ``"auto"`` (default): on CPU outside
-        ``torch.compile``, off elsewhere (see the module docstring).
+    :param fused: the folded BN -> expand -> BN, with the Swish and the depthwise convolution
+        after it, and the fused BN -> Swish -> 1x1 conv, steps that save only their input
+        (:mod:`.fused`); exact. ``"auto"`` (default): on CPU outside ``torch.compile``, off
+        elsewhere (see the module docstring).
     :param checkpoint: recompute the whole branch in backward (``torch.utils.checkpoint``),
         saving only the cell input: the least memory, about one more forward pass of time;
         exact, default off. BatchNorm running statistics are updated once per step.
@@ -134,7 +135,7 @@ class SeparableCell(Cell):
             h = checkpoint_branch(branch, x, use_reentrant=False, preserve_rng_state=False)
         else:
             h = self.branch(x, fused=fused)
-        return self.skip(x) + RESIDUAL_SCALE * h
+        return torch.add(self.skip(x), h, alpha=RESIDUAL_SCALE)  # one pass: skip + 0.1 h
 
     def branch(
         self, x: torch.Tensor, *, update_stats: bool = True, fused: bool | None = None

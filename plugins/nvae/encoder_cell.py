@@ -78,7 +78,7 @@ class ResidualCell(Cell):
         else:
             h = bn_swish_conv(x, self.bn1, self.conv1, fuse=self.fused)
         h = bn_swish_conv(h, self.bn2, self.conv2, fuse=self.fused)
-        return self.skip(x) + RESIDUAL_SCALE * self.gate(h)
+        return torch.add(self.skip(x), self.gate(h), alpha=RESIDUAL_SCALE)  # one pass: skip + 0.1 h
 
 
 def register(registry: genzoo.Registry) -> None:
