@@ -7,14 +7,20 @@ A setting is the hierarchy's cells (NVAE's, or a standard hierarchical VAE's con
 spectral regularization on or off; its learning rate is the run's ``training.lr``. Each point is
 the fraction of a variant's runs that diverged, with its 95% Clopper-Pearson interval
 (:func:`genzoo.experiment.statistics.binomial_interval`); each pair of settings at one rate gets
-Fisher's exact test of equal divergence rates (``scipy.stats.fisher_exact``, two-sided). Only
-what the runs wrote is read: each run folder's ``config.yaml`` and ``results.json``.
+Fisher's exact test of equal divergence rates (``scipy.stats.fisher_exact``, two-sided). Where
+runs do not diverge, what else changes is read from their training logs: the largest gradient
+norm each run logged in the second half of its steps (the first steps' norms are large in
+every setting) and its loss spikes (logged steps whose loss is over twice the median of the
+five logged before it; early training, where the loss falls, has none). Only what the runs
+wrote is read: each run folder's ``config.yaml``, ``results.json`` and ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -46,16 +52,52 @@ def collect(exp_dir: Path) -> dict[tuple[str, float], list[dict]]:
         except (OSError, json.JSONDecodeError, yaml.YAMLError):
             continue
         if row.get("status") in ("finished", "diverged"):
+            row = {**row, **log_summary(paths.metrics)}
             groups[(setting_of(config), float(config["training"]["lr"]))].append(row)
     return groups
+
+
+SPIKE_FACTOR, SPIKE_WINDOW = 2.0, 5
+"""A logged training step is a loss spike when its loss exceeds ``SPIKE_FACTOR`` times the median
+of the ``SPIKE_WINDOW`` logged steps before it."""
+
+
+def log_summary(metrics: Path) -> dict:
+    """``max_grad_norm`` and ``loss_spikes`` of one run's logged training steps (finite values only;
+    a run without a readable log gets neither)."""
+    losses, norms = [], []
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") != "train":
+            continue
+        for key, values in (("loss", losses), ("grad_norm", norms)):
+            value = record.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                values.append(float(value))
+    if not losses:
+        return {}
+    spikes = sum(
+        losses[i] > SPIKE_FACTOR * statistics.median(losses[i - SPIKE_WINDOW : i])
+        for i in range(SPIKE_WINDOW, len(losses))
+    )
+    late = norms[len(norms) // 2 :]
+    return {"max_grad_norm": max(late) if late else None, "loss_spikes": spikes}
 
 
 def table(groups: dict[tuple[str, float], list[dict]]) -> str:
     """Markdown: per setting and rate, diverged/runs with the interval, skipped steps, the
     survivors' test NLL; then Fisher's test of spectral on against off at each rate."""
     lines = [
-        "| setting | lr | diverged / runs | rate (95% CI) | skipped steps (mean) | survivors' test nats (IW) |",
-        "| --- | ---: | ---: | --- | ---: | --- |",
+        "| setting | lr | diverged / runs | rate (95% CI) | skipped steps (mean) | largest grad norm, 2nd half (median of runs) "
+        "| loss spikes (mean) | survivors' test nats (IW) |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for (setting, lr), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         k = sum(r["status"] == "diverged" for r in rows)
@@ -63,9 +105,12 @@ def table(groups: dict[tuple[str, float], list[dict]]) -> str:
         skipped = summarize(r.get("skipped_steps") for r in rows)
         nll = summarize(r.get("test_nats_iw") for r in rows if r["status"] == "finished")
         nll_text = "none survived" if nll is None else f"{nll.mean:.2f} ± {nll.std:.2f} (n={nll.n})"
+        norms = [r["max_grad_norm"] for r in rows if r.get("max_grad_norm") is not None]
+        spikes = summarize(r.get("loss_spikes") for r in rows)
         lines.append(
             f"| {setting} | {lr:g} | {k} / {len(rows)} | {p.rate:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] | "
-            f"{skipped.mean if skipped else 0:.1f} | {nll_text} |"
+            f"{skipped.mean if skipped else 0:.1f} | {statistics.median(norms) if norms else float('nan'):.3g} | "
+            f"{spikes.mean if spikes else 0:.1f} | {nll_text} |"
         )
     lines += [
         "",

@@ -1,0 +1,128 @@
+"""The scripts behind docs/results.md read what runs wrote and compute what the page quotes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from genzoo.layout import ExperimentPaths
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "docs" / "scripts"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def stability_plot():
+    return load_script("stability_plot")
+
+
+def write_run(
+    root: Path,
+    name: str,
+    seed: int,
+    *,
+    cells: str,
+    spectral: bool,
+    lr: float,
+    status: str,
+    losses: list[float],
+    norms: list[float],
+    nll: float | None = None,
+) -> None:
+    paths = ExperimentPaths(root).run(name, seed)
+    paths.dir.mkdir(parents=True)
+    hierarchy = {"key": "nvae.hierarchy"}
+    if cells == "conv":
+        hierarchy["decoder_cell"] = "baselines.conv_cell"
+    regularizers = {"spectral": {"key": "nvae.spectral_regularizer" if spectral else "baselines.none"}}
+    paths.config.write_text(
+        yaml.safe_dump({"hierarchy": hierarchy, "regularizers": regularizers, "training": {"lr": lr}})
+    )
+    row = {"status": status, "skipped_steps": 2 if status == "diverged" else 0}
+    if nll is not None:
+        row["test_nats_iw"] = nll
+    paths.results.write_text(json.dumps(row))
+    paths.metrics.write_text(
+        "\n".join(
+            json.dumps({"kind": "train", "step": 10 * i, "loss": loss, "grad_norm": norm})
+            for i, (loss, norm) in enumerate(zip(losses, norms))
+        )
+        + "\n"
+        + json.dumps({"kind": "eval", "loss": 1e9})
+        + "\n"
+    )
+
+
+def test_log_summary_counts_spikes_against_the_preceding_median_and_late_gradient_norms(
+    stability_plot, tmp_path
+):
+    # A falling loss is no spike; 250 after a median of 100 is; NaN is ignored.
+    losses = [500, 300, 200, 150, 120, 100, 100, 250, 100, float("nan"), 100]
+    norms = [1e4, 50, 40, 30, 20, 10, 10, 10, 99, 10, 10]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        "\n".join(
+            json.dumps({"kind": "train", "loss": loss, "grad_norm": norm})
+            for loss, norm in zip(losses, norms)
+        )
+    )
+    summary = stability_plot.log_summary(metrics)
+    assert summary["loss_spikes"] == 1
+    assert summary["max_grad_norm"] == 99  # the first step's 1e4 is in the first half
+    assert stability_plot.log_summary(tmp_path / "missing.jsonl") == {}
+
+
+def test_table_and_plot_from_an_experiment_folder(stability_plot, tmp_path):
+    calm = {"losses": [200, 150, 120, 110, 105, 100, 100], "norms": [100, 20, 10, 5, 5, 5, 5]}
+    for seed in range(4):
+        diverged = seed < 3  # 3 of 4 diverge with spectral off at lr 0.1
+        write_run(
+            tmp_path,
+            "off",
+            seed,
+            cells="conv",
+            spectral=False,
+            lr=0.1,
+            status="diverged" if diverged else "finished",
+            nll=None if diverged else 110.0 + seed,
+            **calm,
+        )
+        write_run(
+            tmp_path,
+            "on",
+            seed,
+            cells="conv",
+            spectral=True,
+            lr=0.1,
+            status="finished",
+            nll=100.0 + seed,
+            **calm,
+        )
+    write_run(tmp_path, "running", 0, cells="conv", spectral=True, lr=0.01, status="interrupted", **calm)
+
+    groups = stability_plot.collect(tmp_path)
+    assert set(groups) == {("standard HVAE, spectral off", 0.1), ("standard HVAE, spectral on", 0.1)}
+    text = stability_plot.table(groups)
+    low, high = stats.binomtest(3, 4).proportion_ci(0.95, method="exact")
+    assert f"| standard HVAE, spectral off | 0.1 | 3 / 4 | 0.75 [{low:.2f}, {high:.2f}] |" in text
+    assert "| standard HVAE, spectral on | 0.1 | 0 / 4 | 0.00 [0.00, 0.60] |" in text
+    assert "| 101.50 ± 1.29 (n=4) |" in text  # the survivors: 100..103
+    assert "| 113.00 ± 0.00 (n=1) |" in text  # the one survivor with spectral off
+    _, p_value = stats.fisher_exact([[0, 4], [3, 1]])
+    assert f"| standard HVAE | 0.1 | 0 / 4 | 3 / 4 | {p_value:.3f} |" in text
+
+    out = tmp_path / "plot.png"
+    assert stability_plot.main([str(tmp_path), str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stability_plot.main([str(tmp_path / "empty"), str(out)]) == 2
