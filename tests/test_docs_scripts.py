@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from scipy import stats
@@ -126,3 +127,72 @@ def test_table_and_plot_from_an_experiment_folder(stability_plot, tmp_path):
     assert stability_plot.main([str(tmp_path), str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert stability_plot.main([str(tmp_path / "empty"), str(out)]) == 2
+
+
+def write_results(root: Path, rows: list[dict]) -> Path:
+    path = ExperimentPaths(root).results_json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows))
+    return root
+
+
+def test_exercise1_tables_give_ratios_and_the_paired_nll_difference(tmp_path):
+    exercise1 = load_script("exercise1_table")
+
+    def cost(run, params, cells, speed, memory, status="finished"):
+        return {
+            "run": run,
+            "seed": 0,
+            "status": status,
+            "params": params,
+            "params_decoder_cells": cells,
+            "params_postprocess_cells": 10,
+            "train_images_per_s": speed,
+            "peak_memory_mb": memory,
+        }
+
+    costs = write_results(
+        tmp_path / "cost",
+        [
+            cost("separable_c16", 1000, 290, 50.0, 800.0),
+            cost("conv_c16", 1200, 390, 100.0, 400.0),
+            cost("separable_c32", 3000, 990, 20.0, 1000.0),
+            cost("conv_c32", 1, 1, 1.0, 1.0, status="failed"),  # left out
+        ],
+    )
+    text = exercise1.cost_table(exercise1.rows_of(costs))
+    assert "| 16 | separable | 1,000 | 300 | 50.0 | 800.0 |" in text
+    assert "| 16 | conv | 1,200 | 400 | 100.0 | 400.0 |" in text
+    assert "| 16 | separable / conv | 0.83x | 0.75x | 0.50x | 2.00x |" in text
+    assert "| 32 | separable | 3,000 |" in text and "| 32 | separable / conv |" not in text
+
+    nll = [101.0, 103.0, 102.5]
+    conv_nll = [102.0, 105.0, 103.0]  # differences 1, 2, 0.5
+    ablations = write_results(
+        tmp_path / "ablations",
+        [
+            {"run": "nvae", "seed": s, "status": "finished", "test_nats_iw": v, "test_nats_elbo": v + 5}
+            for s, v in enumerate(nll)
+        ]
+        + [
+            {
+                "run": "standard_cells",
+                "seed": s,
+                "status": "finished",
+                "test_nats_iw": v,
+                "test_nats_elbo": v + 5,
+            }
+            for s, v in enumerate(conv_nll)
+        ],
+    )
+    text = exercise1.nll_table(exercise1.rows_of(ablations))
+    diffs = [1.0, 2.0, 0.5]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert (
+        f"| importance-weighted | 102.17 ± 1.04 | 103.33 ± 1.53 | +1.17 [{low:+.2f}, {high:+.2f}] | 3 |"
+        in text
+    )
+    assert "| ELBO | 107.17 ± 1.04 |" in text
+
+    with pytest.raises(SystemExit, match="cannot read the experiment's results"):
+        exercise1.rows_of(tmp_path / "nowhere")
