@@ -23,7 +23,7 @@ An experiment file declares (see ``docs/experiments.md`` for every key)::
       quick: {training: {steps: 200}}
 
 Resolution order: the file, then the chosen profile (deep-merged), then each ``--set`` override.
-Merging is :mod:`.merging`'s and ablations :mod:`.ablations`'s; this file (about 370 lines)
+Merging is :mod:`.merging`'s and ablations :mod:`.ablations`'s; this file (about 390 lines)
 holds what a resolved experiment is and the named steps that resolve one.
 """
 
