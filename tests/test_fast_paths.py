@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo_plugins.nvae import activations, cpu_kernels, fused
+from genzoo import activations, cpu_kernels
+from genzoo_plugins.nvae import fused
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy

@@ -12,7 +12,7 @@ normalized, and with the Swish and the depthwise convolution after it it is one 
 only the (unexpanded) input and recomputes the expanded tensor in backward, and (2) BN -> Swish
 -> 1x1 conv is one step that keeps only its input and recomputes the rest (:mod:`.fused`; the
 paper's fused BN+Swish): one expanded tensor saved per cell instead of six. On CPU the
-depthwise convolution's weight gradient comes from genzoo's compiled kernel (:mod:`.cpu_kernels`,
+depthwise convolution's weight gradient comes from genzoo's compiled kernel (:mod:`genzoo.cpu_kernels`,
 built on first use) where it can be built. All are exact (same results as the plain modules up
 to rounding). ``checkpoint=True`` also drops that one and recomputes the whole
 branch in backward: less memory, more time; off by default.

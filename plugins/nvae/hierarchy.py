@@ -26,13 +26,13 @@ import torch
 from einops import repeat
 from torch import nn
 
+from genzoo.activations import ELU
 from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.errors import ConfigError
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
 from genzoo.registry import Registry
 from genzoo.spec import ComponentSpec
 from genzoo.validation import check_bool, check_int
-from genzoo_plugins.nvae.activations import ELU
 from genzoo_plugins.nvae.combiners import DecoderCombiner, EncoderCombiner
 from genzoo_plugins.nvae.layout import (
     CHANNEL_MULT,

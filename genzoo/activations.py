@@ -1,9 +1,12 @@
 """ELU (Clevert et al. 2016) as NVAE uses it: in ``encoder0``, the output head, the latent
-groups' priors and the posterior flows (official ``ELUConv``, ``ARELUConv``).
+groups' priors and the posterior flows (official ``ELUConv``, ``ARELUConv``). It lives in the
+core because more than one plugin uses it (the NVAE plugin, and the baselines' plain normal
+group, whose ablation against the residual normal must not also change the activation's speed),
+and plugins do not import each other.
 
 On CPU, torch's ELU computes ``expm1`` at scalar speed in this build (about 50x slower than its
 Swish on the same tensor, and 8% of a quickstart NVAE step); :func:`elu` uses genzoo's
-vectorized kernel instead (:mod:`.cpu_kernels`, ``csrc/elu.cpp``), where it is built and
+vectorized kernel instead (:mod:`genzoo.cpu_kernels`, ``genzoo/csrc/elu.cpp``), where it is built and
 ``GENZOO_CPU_KERNELS`` is not ``0``. Its results are torch's up to float rounding
 (``tests/test_fast_paths.py``), and its backward pass keeps only the output (``exp(x) = y + 1``),
 which the next convolution keeps anyway, where torch's keeps the input: one tensor less for
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from genzoo_plugins.nvae import cpu_kernels
+from genzoo import cpu_kernels
 
 
 def _dense(x: torch.Tensor) -> bool:
