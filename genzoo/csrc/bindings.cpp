@@ -1,4 +1,4 @@
-// The Python module of genzoo's CPU kernels (plugins/nvae/cpu_kernels.py builds and loads it).
+// The Python module of genzoo's CPU kernels (genzoo/cpu_kernels.py builds and loads it).
 #include <torch/extension.h>
 
 at::Tensor depthwise_weight_grad(const at::Tensor& input, const at::Tensor& grad_out, int64_t kernel_size,
