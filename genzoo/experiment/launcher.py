@@ -18,6 +18,10 @@ writer), which ``genzoo status`` reads. Everything that can be checked here is c
 anything is written: the launcher's name, its options, ``sbatch`` on the PATH, the GPUs the
 local launcher would hand out; a submission that the scheduler refuses writes no record, and
 nothing a finished run wrote is ever touched.
+
+(About 350 lines: the submission, the wait and the two backends share the skip rules and the
+``job.json`` record, so they are one module; the job itself is :mod:`.job`, the options
+:mod:`.launcher_config`.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ A run has one owner at a time (:mod:`.locks`): a run that another process trains
 others, and at the end waits for the skipped runs; one that its owner left unfinished (killed)
 is taken over and resumed here. ``genzoo run --launcher`` submits the runs as jobs instead
 (:mod:`.launcher`); each job trains its run with :func:`train_run`.
+
+(About 360 lines: the builders a run needs, the matrix loop and one run's life from its claim to
+its results row are kept together so that the order of a matrix reads top to bottom; the spec,
+report, locks and launcher live in their own modules.)
 """
 
 from __future__ import annotations

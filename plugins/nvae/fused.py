@@ -25,6 +25,9 @@ of its input. So the three are one 1x1 convolution with folded weights, and the 
 is never normalized at all: no BatchNorm pass over it forward, none backward, nothing to
 recompute. Autograd differentiates through the statistics, so the gradients are the modules'
 gradients (the same math, in another summation order).
+
+(About 360 lines: the fused steps share their applicability checks, statistics and running-stat
+updates, which must stay identical between them for the results to match the modules' exactly.)
 """
 
 from __future__ import annotations
