@@ -4,6 +4,7 @@ and what was expected, and no traceback (unless --debug). See docs/reliability.m
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -204,12 +205,21 @@ def test_corrupt_dataset_file_is_named(tmp_path):
     assert_clean_error(out, "data.mnist", "train-images-idx3-ubyte")
 
 
-@pytest.fixture
-def finished_run(tmp_path):
-    exp = write_experiment(tmp_path)
-    out = cli("run", str(exp), "--only", "vae", "--out", str(tmp_path / "out"), cwd=tmp_path)
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """One finished run of the tiny experiment, trained once for the module (about 5 s)."""
+    root = tmp_path_factory.mktemp("finished")
+    exp = write_experiment(root)
+    out = cli("run", str(exp), "--only", "vae", "--out", str(root / "out"), cwd=root)
     assert out.returncode == 0, out.stderr
-    return exp, tmp_path / "out" / "tiny" / "runs" / "vae" / "seed0"
+    return root
+
+
+@pytest.fixture
+def finished_run(tmp_path, trained_once):
+    """A copy of that run's folder and experiment file in this test's own folder, to damage."""
+    shutil.copytree(trained_once, tmp_path, dirs_exist_ok=True)
+    return tmp_path / "exp.yaml", tmp_path / "out" / "tiny" / "runs" / "vae" / "seed0"
 
 
 def test_corrupt_or_truncated_checkpoint(tmp_path, finished_run):
