@@ -15,6 +15,7 @@ import copy
 import torch
 from common import (
     MIB,
+    cell_training_step,
     header,
     interleaved_times,
     markdown_table,
@@ -60,16 +61,7 @@ def measure(chs: int, size: int, batch: int, repeats: int, warmup: int) -> list[
     cells = {name: cell.train() for name, cell in build_cells(chs).items()}
     x = torch.randn(batch, chs, size, size)  # NCHW, as the cell receives it from a default model
     cotangent = torch.randn(batch, chs, size, size)
-
-    def step(cell: torch.nn.Module):
-        def run() -> None:
-            for p in cell.parameters():
-                p.grad = None
-            cell(x.detach().requires_grad_()).backward(cotangent)
-
-        return run
-
-    steps = {name: step(cell) for name, cell in cells.items()}
+    steps = {name: cell_training_step(cell, x, cotangent) for name, cell in cells.items()}
     steps[KERNEL_OFF] = without_cpu_kernels(steps[KERNEL_OFF])
     seconds = interleaved_times(steps, repeats=repeats, warmup=warmup)
     peaks = {name: peak_allocated_bytes(run) for name, run in steps.items()}

@@ -99,6 +99,18 @@ def without_cpu_kernels(run: Callable[[], object]) -> Callable[[], object]:
     return wrapped
 
 
+def cell_training_step(cell: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> Callable[[], None]:
+    """One forward + backward of ``cell`` on ``x`` with the gradient ``cotangent`` at its output,
+    parameter gradients cleared first (a fresh leaf each call, so backward reaches the input)."""
+
+    def run() -> None:
+        for p in cell.parameters():
+            p.grad = None
+        cell(x.detach().requires_grad_()).backward(cotangent)
+
+    return run
+
+
 def interleaved_times(
     steps: dict[str, Callable[[], object]], *, repeats: int, warmup: int
 ) -> dict[str, float]:

@@ -16,7 +16,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import MIB, header, interleaved_times, markdown_table, peak_allocated_bytes, set_threads
+from common import (
+    MIB,
+    cell_training_step,
+    header,
+    interleaved_times,
+    markdown_table,
+    peak_allocated_bytes,
+    set_threads,
+)
 
 from genzoo_plugins.baselines.conv_cell import ConvResidualCell
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
@@ -50,16 +58,7 @@ def measure(chs: int, size: int, batch: int, repeats: int, warmup: int) -> list[
     cells = {name: cls(chs, chs, gate_layer=SqueezeExcitation).train() for name, (cls, _) in CELLS.items()}
     x = torch.randn(batch, chs, size, size)
     cotangent = torch.randn(batch, chs, size, size)
-
-    def step(cell: torch.nn.Module):
-        def run() -> None:
-            for p in cell.parameters():
-                p.grad = None
-            cell(x.detach().requires_grad_()).backward(cotangent)
-
-        return run
-
-    steps = {name: step(cell) for name, cell in cells.items()}
+    steps = {name: cell_training_step(cell, x, cotangent) for name, cell in cells.items()}
     seconds = interleaved_times(steps, repeats=repeats, warmup=warmup)
     peaks = {name: peak_allocated_bytes(run) for name, run in steps.items()}
     conv_name = list(CELLS)[1]
