@@ -124,3 +124,14 @@ def test_import_genzoo_loads_neither_the_engine_nor_torch():
         "assert genzoo.Cell.__module__ == 'genzoo.interfaces.cell' and 'torch' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_genzoo_re_exports_every_interface_it_names_lazily():
+    # genzoo/__init__.py lists the interface names itself (it may not import genzoo.interfaces,
+    # which needs torch); that list and the interfaces' own __all__ must not drift apart.
+    import genzoo
+    import genzoo.interfaces
+
+    assert set(genzoo._INTERFACES) == set(genzoo.interfaces.__all__) - {"RESAMPLE_MODES"}
+    for name in genzoo._INTERFACES:
+        assert getattr(genzoo, name) is getattr(genzoo.interfaces, name)
