@@ -10,6 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from genzoo.experiment.runner import run_matrix
+from genzoo.experiment.spec import load_experiment
+
 MATRIX = """\
 name: matrix
 seeds: [0]
@@ -51,11 +56,28 @@ COMPARED = (
 )
 
 
+LONGER = {"steps": 1500, "checkpoint_every": 50}  # about 20 s of training on one core
+
+
 def write_matrix(folder: Path, *, steps: int = 8, checkpoint_every: int = 2, launcher: str = "") -> Path:
     """The matrix as ``folder/matrix.yaml``, with ``launcher`` (YAML lines) appended."""
     path = folder / "matrix.yaml"
     path.write_text(MATRIX.format(steps=steps, checkpoint_every=checkpoint_every) + launcher)
     return path
+
+
+def reference_run(root: Path, only: list[str] | None = None, **matrix) -> Path:
+    """The matrix trained in this process, on one thread as the jobs: its experiment folder
+    (treat as read-only)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        experiment = load_experiment(write_matrix(root, **matrix))
+        outcome = run_matrix(experiment, root / "out", only=only, echo=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert outcome.exit_code == 0
+    return outcome.exp_dir
 
 
 def cli_env(**extra: str) -> dict[str, str]:

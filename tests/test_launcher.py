@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from launcher_helpers import logged_steps, results, status, write_matrix
+from launcher_helpers import logged_steps, reference_run, results, status, write_matrix
 
 from genzoo.cli import main
 from genzoo.errors import ConfigError
 from genzoo.experiment.launcher import submit_matrix
 from genzoo.experiment.locks import FileLock, owner_of
-from genzoo.experiment.runner import run_matrix
 from genzoo.experiment.spec import load_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,15 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The matrix trained in this process: the experiment folder (treat as read-only)."""
-    root = tmp_path_factory.mktemp("reference")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        outcome = run_matrix(load_experiment(write_matrix(root)), root / "out", echo=lambda _: None)
-    finally:
-        torch.set_num_threads(threads)
-    assert outcome.exit_code == 0
-    return outcome.exp_dir
+    return reference_run(tmp_path_factory.mktemp("reference"))
 
 
 def fake_program(folder: Path, name: str, body: str) -> None:

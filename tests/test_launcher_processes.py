@@ -12,30 +12,23 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
-from launcher_helpers import genzoo, logged_steps, results, start, status, wait_for, write_matrix
+from launcher_helpers import (
+    LONGER,
+    genzoo,
+    logged_steps,
+    reference_run,
+    results,
+    start,
+    status,
+    wait_for,
+    write_matrix,
+)
 
 from genzoo.experiment.locks import owner_of
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 LONG = {"steps": 300, "checkpoint_every": 10}
-LONGER = {"steps": 1500, "checkpoint_every": 50}  # about 20 s of training on one core
-
-
-def reference_run(root: Path, only: list[str] | None = None, **matrix) -> Path:
-    """The matrix trained in this process, on one thread as the jobs: its experiment folder."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        experiment = load_experiment(write_matrix(root, **matrix))
-        outcome = run_matrix(experiment, root / "out", only=only, echo=lambda _: None)
-    finally:
-        torch.set_num_threads(threads)
-    assert outcome.exit_code == 0
-    return outcome.exp_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,19 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from launcher_helpers import genzoo, logged_steps, results, status, wait_for, write_matrix
+from launcher_helpers import (
+    LONGER,
+    genzoo,
+    logged_steps,
+    reference_run,
+    results,
+    status,
+    wait_for,
+    write_matrix,
+)
 from slurm_cluster import ClusterUnavailable, start_cluster
 
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
-
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("one_thread")]
-
-LONGER = {"steps": 1500, "checkpoint_every": 50}  # about 20 s of training on one core
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +37,6 @@ def cluster():
         pytest.skip(f"no Slurm cluster could be started here: {exc}")
     yield started
     started.stop()
-
-
-def reference_run(root: Path, only: list[str] | None = None, **matrix) -> Path:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        experiment = load_experiment(write_matrix(root, **matrix))
-        outcome = run_matrix(experiment, root / "out", only=only, echo=lambda _: None)
-    finally:
-        torch.set_num_threads(threads)
-    assert outcome.exit_code == 0
-    return outcome.exp_dir
 
 
 @pytest.fixture(scope="module")
