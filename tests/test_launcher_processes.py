@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from launcher_helpers import (
-    LONGER,
     genzoo,
     logged_steps,
     reference_run,
@@ -65,11 +64,14 @@ def test_a_killed_job_resubmitted_resumes_and_ends_with_the_same_metrics(long_re
 
 
 def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(tmp_path):
+    # The run must outlast the signal 10 s into its first start: 1500 steps (LONGER) no longer
+    # did once steps got faster; 6000 train for about 25 s on one core.
+    at_limit = {"steps": 6000, "checkpoint_every": 50}
     (tmp_path / "reference").mkdir()
-    reference = reference_run(tmp_path / "reference", only=["wide"], **LONGER)
+    reference = reference_run(tmp_path / "reference", only=["wide"], **at_limit)
     # a one-minute limit, and the checkpoint signal (USR2) 50 s before it: 10 s into each start
     launcher = "launcher: {timeout_min: 1, signal_delay_s: 50, max_num_timeout: 8}\n"
-    file = write_matrix(tmp_path, **LONGER, launcher=launcher)
+    file = write_matrix(tmp_path, **at_limit, launcher=launcher)
     done = genzoo(
         "run", file, "--out", "out", "--only", "wide", "--launcher", "local", "--wait", cwd=tmp_path
     )
@@ -78,7 +80,7 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(tmp_path):
     log = next(exp_dir.glob("jobs/*_0_log.out")).read_text()
     assert "SIGUSR2: stopping at the end of this step to requeue" in log and "Requeued job" in log
     assert results(exp_dir) == results(reference)
-    assert logged_steps(exp_dir / "runs" / "wide" / "seed0") == list(range(1, 1501))
+    assert logged_steps(exp_dir / "runs" / "wide" / "seed0") == list(range(1, at_limit["steps"] + 1))
 
 
 def test_two_concurrent_genzoo_runs_train_every_run_once(short_reference, tmp_path):
