@@ -34,13 +34,8 @@ TINY = plan.ModelSpec(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run on one CPU thread (more only add synchronization, on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one CPU thread (more only add synchronization, on a shared machine)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_arguments_default_to_a_seven_minute_budget_written_to_OUT(monkeypatch, tmp_path):

@@ -54,13 +54,8 @@ def loss_and_grads(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run on one CPU thread (more only add synchronization, on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one CPU thread (more only add synchronization, on a shared machine)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
