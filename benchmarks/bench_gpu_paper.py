@@ -319,7 +319,7 @@ def run_all(
     CIFAR-10 rows, then the extras (or only ``settings``); ``specs`` replaces the models
     (tests use tiny ones)."""
     specs = specs or {"cifar10": cifar10(), "mnist": mnist()}
-    budget = Budget(args.budget_s)
+    budget = Budget(args.budget_s, compile_guess_s=args.compile_guess_s)
     run = Run(Path(args.out), budget, vars(args), _device_name(device))
 
     def measure_all(rows: list[Setting]) -> None:
@@ -379,6 +379,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed-steps", type=int, default=20, help="steps of the other rows (20)")
     parser.add_argument("--min-steps", type=int, default=8, help="fewest steps a row is cut to, to fit (8)")
     parser.add_argument(
+        "--compile-guess-s",
+        type=float,
+        default=Budget.GUESS_COMPILE_S,
+        help=f"seconds one compilation is guessed to take until one is measured ({Budget.GUESS_COMPILE_S:.0f}); "
+        "a lower guess lets a short budget try a compiled row, which is stopped when the budget ends",
+    )
+    parser.add_argument(
         "--max-setting-s",
         type=float,
         default=300.0,
@@ -390,14 +397,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", help="glob patterns of setting names to run (see --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit (any machine)")
     args = parser.parse_args(argv)
-    if args.budget_s <= 0 or args.steps < 1 or args.speed_steps < 1 or args.min_steps < 1:
-        parser.error("--budget-s, --steps, --speed-steps and --min-steps must be positive")
+    if (
+        args.budget_s <= 0
+        or args.steps < 1
+        or args.speed_steps < 1
+        or args.min_steps < 1
+        or args.compile_guess_s <= 0
+    ):
+        parser.error("--budget-s, --steps, --speed-steps, --min-steps and --compile-guess-s must be positive")
     return args
 
 
 def dry_run(args: argparse.Namespace) -> str:
     """The plan as text, in the order it runs, with the first estimates (they adapt)."""
-    budget = Budget(args.budget_s)
+    budget = Budget(args.budget_s, compile_guess_s=args.compile_guess_s)
     phases = [
         ("the core CIFAR-10 rows", core_settings(args.steps, args.speed_steps)),
         ("with the fastest finite setting's flags (fp16 eager stands in here)",

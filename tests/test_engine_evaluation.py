@@ -187,3 +187,54 @@ def test_evaluate_gives_the_table_figures_and_writes_images(trained_tiny, tmp_pa
     assert (tmp_path / "samples_t0.7.png").exists() and (tmp_path / "reconstructions.png").exists()
     again = evaluate(trained_tiny, ToyImages(50, seed=3), config)
     assert again["test_nats_elbo"] == scores["test_nats_elbo"]  # seeded: repeatable
+
+
+class NoisyRecorder(Deterministic):
+    """:class:`Deterministic` that also draws ``extra`` numbers from the global generator on
+    every forward pass, as a model with more latent groups would: two such models with
+    different ``extra`` advance the generator differently between held-out batches."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x):
+        torch.randn(self.extra)
+        return super().forward(x)
+
+
+def held_out_images_seen(model: NoisyRecorder, seed: int) -> torch.Tensor:
+    from genzoo_plugins.data.image_tensors import UInt8Images
+
+    codes = torch.full((12, 1, 2, 2), 128, dtype=torch.uint8)  # every pixel a fair coin
+    data = UInt8Images(codes, binarize=True)
+    config = EvalConfig(batch_size=4, iw_samples=0, num_samples=0, num_reconstructions=0, speed_batches=0)
+    evaluate(model, data, config, device="cpu", seed=seed)
+    return torch.cat([x for x, _ in model.draws])
+
+
+def test_models_of_one_seed_are_scored_on_the_same_binarized_images():
+    """True pairing: the held-out binarization is a function of the seed and the image alone, so
+    two hierarchies that draw different amounts of noise between batches still see bit-identical
+    held-out batches (before, the second batch's draws depended on the model's own)."""
+    first = held_out_images_seen(NoisyRecorder(extra=1), seed=3)
+    second = held_out_images_seen(NoisyRecorder(extra=1000), seed=3)
+    assert torch.equal(first, second)
+    assert 0 < first.sum() < first.numel()  # really random: neither all black nor all white
+    other_seed = held_out_images_seen(NoisyRecorder(extra=1), seed=4)
+    assert not torch.equal(first, other_seed)  # each seed has its own draws
+
+
+def test_each_held_out_image_keeps_its_draws_whatever_the_batch_size():
+    from genzoo.engine.evaluator import held_out_batches
+    from genzoo_plugins.data.image_tensors import UInt8Images
+
+    data = UInt8Images(torch.full((10, 1, 4, 4), 100, dtype=torch.uint8), binarize=True)
+    by_three = torch.cat(list(held_out_batches(data, 3, torch.device("cpu"), range(10), seed=0)))
+    whole = torch.cat(list(held_out_batches(data, 10, torch.device("cpu"), range(10), seed=0)))
+    shard = torch.cat(list(held_out_batches(data, 2, torch.device("cpu"), range(1, 10, 2), seed=0)))
+    assert torch.equal(by_three, whole)
+    assert torch.equal(shard, whole[1::2])  # a DDP rank's shard sees the same images
+    state = torch.get_rng_state()
+    list(held_out_batches(data, 4, torch.device("cpu"), range(10), seed=0))
+    assert torch.equal(torch.get_rng_state(), state)  # the model's evaluation noise is left alone

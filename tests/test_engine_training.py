@@ -306,3 +306,40 @@ def test_channels_last_and_adamw_train(tmp_path):
 def test_a_batch_larger_than_the_data_is_a_config_error(tmp_path):
     with pytest.raises(genzoo.ConfigError, match="batch_size=64"):
         train(_model(), ToyImages(32), None, _config(batch_size=64), tmp_path, host=_host())
+
+
+def test_held_out_curve_at_fixed_images_seen_survives_a_resume(tmp_path):
+    """``evaluation.curve_at_images``: the held-out ELBO and IW NLL at the first step that reaches
+    each number of images seen (16 per step: 40 -> step 3, 100 -> step 7, 160 -> step 10) and at
+    the end, as ``curve`` records; a run stopped and resumed logs the same points as one that was
+    not, each once, with the same figures."""
+    config = _config(steps=12, seed=2)
+    curve = QUICK_EVAL.replace(curve_at_images=[160, 40, 100], curve_iw_samples=3, curve_max_images=8)
+    data, test = ToyImages(48), ToyImages(16, seed=1)
+    straight = train(_model(), data, test, config, tmp_path / "a", eval_config=curve, host=_host())
+    assert straight["images_seen"] == 12 * 16
+    stopped = train(_model(), data, test, config, tmp_path / "b", eval_config=curve, host=_host(SigintAt(6)))
+    assert (stopped["status"], stopped["step"]) == ("interrupted", 7)  # stopped at a point of the curve
+    train(_model(seed=5), data, test, config, tmp_path / "b", eval_config=curve, host=_host())
+    runs = [read_metrics(tmp_path / run / "metrics.jsonl", "curve") for run in ("a", "b")]
+    for records in runs:
+        assert [(r["step"], r["images_seen"]) for r in records] == [(3, 48), (7, 112), (10, 160), (12, 192)]
+        assert all(r["test_iw_samples"] == 3 and r["test_num_images"] == 8 for r in records)
+        assert all(r["test_nats_iw"] <= r["test_nats_elbo"] + 1e-6 for r in records)
+    for a, b in zip(*runs):
+        assert b["test_nats_elbo"] == pytest.approx(a["test_nats_elbo"], abs=1e-5)
+
+
+def test_training_images_per_second_leave_out_evaluations(monkeypatch):
+    from genzoo.engine import efficiency
+
+    now = [0.0]
+    monkeypatch.setattr(efficiency.time, "perf_counter", lambda: now[0])
+    throughput = efficiency.Throughput(warmup=1)
+    for _ in range(3):
+        throughput.step(10)
+        now[0] += 1.0
+    with throughput.paused():  # an evaluation of 5 s between steps
+        now[0] += 5.0
+    throughput.step(10)
+    assert throughput.rate == pytest.approx(30 / 3.0)  # 3 steps of 10 images after the first, in 3 s

@@ -260,6 +260,12 @@ class EvalConfig(_Config):
       ``fid_weights_path`` (Inception weights for offline machines),
       ``fid_cache_dir`` (reference statistics per dataset; default ``~/.cache/genzoo/fid``).
     - ``speed_batches``: timed batches for the sampling images/s figure (0: not measured).
+    - ``curve_at_images``: numbers of training images seen (all processes together) at which
+      the held-out likelihood is measured while training, and once more at the end, so that a
+      report can draw each effect against the budget (``kind: "curve"`` records of the
+      metrics log, with ``images_seen``); the point is taken at the first step that reaches
+      it. ``curve_iw_samples`` (K, 0: ELBO only) and ``curve_max_images`` (the first N held-out
+      images; None: all) say what each point measures. Empty (default): no curve.
     """
 
     batch_size: int = 64
@@ -280,6 +286,9 @@ class EvalConfig(_Config):
     fid_weights_path: str | None = None
     fid_cache_dir: str | None = None
     speed_batches: int = 5
+    curve_at_images: tuple[int, ...] = ()
+    curve_iw_samples: int = 10
+    curve_max_images: int | None = None
 
     def __post_init__(self) -> None:
         own = "EvalConfig"
@@ -307,5 +316,14 @@ class EvalConfig(_Config):
             if value is not None and not isinstance(value, str):
                 raise invalid(name, value, "a path string or None", owner=own)
         check_int("speed_batches", self.speed_batches, 0, owner=own)
+        points = self.curve_at_images
+        if not isinstance(points, (list, tuple)) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in points
+        ):
+            raise invalid("curve_at_images", points, "a list of image counts >= 1", owner=own)
+        object.__setattr__(self, "curve_at_images", tuple(sorted(set(points))))
+        check_int("curve_iw_samples", self.curve_iw_samples, 0, owner=own)
+        if self.curve_max_images is not None:
+            check_int("curve_max_images", self.curve_max_images, 1, owner=own)
         for name in ("bn_readjust", "fid"):
             check_bool(name, getattr(self, name), owner=own)

@@ -6,12 +6,14 @@ parameters, and what do they cost in images per second and memory?
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -149,15 +151,25 @@ class Throughput:
     def __init__(self, warmup: int = 5) -> None:
         self.warmup = max(1, warmup)
         self._steps = 0
-        self._marks: dict[int, tuple[float, int]] = {}
+        self._marks: dict[int, tuple[float, int, float]] = {}
         self._images = 0
+        self._paused_s = 0.0
 
     def step(self, images: int) -> None:
         """Count one finished step of ``images`` images (all processes together)."""
         self._steps += 1
         self._images += images
         if self._steps in (1, self.warmup):
-            self._marks[self._steps] = (time.perf_counter(), self._images)
+            self._marks[self._steps] = (time.perf_counter(), self._images, self._paused_s)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside the block (an evaluation between steps) is not training time."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused_s += time.perf_counter() - started
 
     @property
     def rate(self) -> float:
@@ -165,5 +177,6 @@ class Throughput:
         mark = self.warmup if self._steps > self.warmup else 1
         if self._steps <= mark:
             return float("nan")
-        start, images = self._marks[mark]
-        return (self._images - images) / max(time.perf_counter() - start, 1e-9)
+        start, images, paused = self._marks[mark]
+        elapsed = time.perf_counter() - start - (self._paused_s - paused)
+        return (self._images - images) / max(elapsed, 1e-9)

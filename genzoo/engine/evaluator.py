@@ -8,6 +8,7 @@ parameter counts, sampling images/s and, when asked for, FID.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,31 @@ def _batches(data: Dataset, batch_size: int, device: torch.device, indices: rang
         yield _images(batch).to(device)
 
 
+def held_out_draw_seed(seed: int, index: int) -> int:
+    """The seed of held-out image ``index``'s random draws (its dynamic binarization) for runs
+    of seed ``seed``: a function of the two alone."""
+    digest = hashlib.blake2b(f"genzoo-held-out:{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def held_out_batches(
+    data: Dataset, batch_size: int, device: torch.device, indices: range, *, seed: int
+) -> Iterator[torch.Tensor]:
+    """Batches of the held-out images ``indices``, each image read with its own generator
+    seeded by :func:`held_out_draw_seed`: whatever the model is and whatever it draws between
+    batches, every run of one seed is scored on bit-identical images (the same binarization),
+    at every evaluation, with any batch size and any number of processes. The reads leave the
+    global generator (the model's evaluation noise) where it was."""
+    indices = list(indices)
+    for start in range(0, len(indices), batch_size):
+        with torch.random.fork_rng(devices=[]):
+            images = []
+            for index in indices[start : start + batch_size]:
+                torch.manual_seed(held_out_draw_seed(seed, index))
+                images.append(_images(data[index]))
+        yield torch.stack(images).to(device)
+
+
 @torch.no_grad()
 def evaluate(
     model: Hierarchy,
@@ -64,7 +90,9 @@ def evaluate(
     :param reference_data: the FID reference set (default: ``test_data``).
     :param dataset_name: names the cached FID reference statistics (None: not cached).
     :param seed: evaluation draws its noise from this seed in a forked generator, so it is
-        repeatable and leaves the caller's random state untouched.
+        repeatable and leaves the caller's random state untouched; the held-out images' own
+        draws (dynamic binarization) come from generators of their own, one per image and seed
+        (:func:`held_out_batches`), so that two models of one seed are scored on the same images.
 
     Under DDP every rank evaluates its shard of the test set for the likelihood figures; the
     images, speed and FID are computed on rank 0 only.
@@ -81,7 +109,9 @@ def evaluate(
         torch.manual_seed(seed + ctx.rank)
         scores = evaluate_likelihood(
             model,
-            _batches(test_data, config.batch_size, device, range(ctx.rank, n, ctx.world_size)),
+            held_out_batches(
+                test_data, config.batch_size, device, range(ctx.rank, n, ctx.world_size), seed=seed
+            ),
             iw_samples=config.iw_samples,
             iw_batch_size=config.iw_batch_size,
             active_unit_threshold=config.active_unit_threshold,

@@ -55,6 +55,7 @@ def run_results(
         "diverged": int(status == "diverged"),
         "step": step,
         "steps": config.steps,
+        "images_seen": step * config.batch_size * state.ctx.world_size,
         "resumed_from": start_step,
         "final_loss": state.last_metrics.get("loss", float("nan")),
         "train_loss": sum(recent) / len(recent) if recent else float("nan"),

@@ -278,9 +278,11 @@ class Trainer:
                         self.state.recent_losses.append(metrics["loss"])
                         self.state.last_metrics.clear()
                         self.state.last_metrics.update({k: float(v) for k, v in metrics.items()})
-                        status = self._after_step(step, metrics, logger)
+                        status = self._after_step(step, metrics, logger, throughput)
                         if status != "finished" or step >= cfg.steps:
                             break
+                if status == "finished" and self._curve_due(step, at_end=True):
+                    self._curve_point(step, logger)
                 if status == "interrupted" or status == "finished":
                     self.save(step, status)
                 results = self._results(step, status, throughput, wall_start, compile_clock)
@@ -298,7 +300,9 @@ class Trainer:
         """Ask the run to stop after the current step, as SIGTERM does."""
         self.stop_signals.request()
 
-    def _after_step(self, step: int, metrics: dict[str, float], logger: RunLogger) -> str:
+    def _after_step(
+        self, step: int, metrics: dict[str, float], logger: RunLogger, throughput: Throughput
+    ) -> str:
         cfg = self.config
         logger.progress(
             step, {"loss": metrics["loss"], "bpd": metrics["bpd"], "img/s": metrics["images_per_s"]}
@@ -311,19 +315,47 @@ class Trainer:
         self._hook("genzoo_step_end", run=self.run, step=step, metrics=dict(metrics))
         if self.guard.diverged:
             return "diverged"
+        if step < cfg.steps and self._curve_due(step):  # before any checkpoint: a resumed run has it
+            with throughput.paused():
+                self._curve_point(step, logger)
         if self.step.stop_requested:
             return "interrupted"
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             self.save(step)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.test_data is not None:
-            scores = self._evaluate(
-                self.eval_config.replace(
-                    iw_samples=0, num_samples=0, num_reconstructions=0, speed_batches=0, fid=False
-                ),
-            )
+            with throughput.paused():
+                scores = self._evaluate(self._likelihood_only(iw_samples=0))
             logger.log("eval", step, scores)
             self._hook("genzoo_evaluation_end", run=self.run, step=step, metrics=scores)
         return "finished"
+
+    def images_seen(self, step: int) -> int:
+        """Training images seen after ``step`` steps, all processes together."""
+        return step * self.config.batch_size * self.ctx.world_size
+
+    def _curve_due(self, step: int, *, at_end: bool = False) -> bool:
+        """Whether a point of ``evaluation.curve_at_images`` was reached by this step (the first
+        step at or past it); ``at_end``, whether there is a curve at all (its last point is the
+        end of training)."""
+        points = self.eval_config.curve_at_images
+        if not points or self.test_data is None:
+            return False
+        seen, before = self.images_seen(step), self.images_seen(step - 1)
+        return at_end or any(before < p <= seen for p in points)
+
+    def _curve_point(self, step: int, logger: RunLogger) -> None:
+        """The held-out likelihood at this budget, logged as a ``curve`` record."""
+        ev = self.eval_config
+        scores = self._evaluate(
+            self._likelihood_only(iw_samples=ev.curve_iw_samples, max_images=ev.curve_max_images)
+        )
+        logger.log("curve", step, {"images_seen": self.images_seen(step), **scores})
+
+    def _likelihood_only(self, **changes: Any) -> EvalConfig:
+        """The evaluation settings without images, speed or FID (evaluations while training)."""
+        return self.eval_config.replace(
+            num_samples=0, num_reconstructions=0, speed_batches=0, fid=False, **changes
+        )
 
     @property
     def eval_model(self) -> Hierarchy:
