@@ -64,6 +64,15 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         ("launcher:\n  sbatch_options: {time: 10}\n", r"--time is set by launcher.timeout_min"),
         ("launcher:\n  sbatch_options: {output: x.log}\n", r"genzoo sets --output itself"),
         ("launcher:\n  timeout_min: 1\n  signal_delay_s: 90\n", r"signal_delay_s=90; expected less than"),
+        (
+            "launcher:\n  runs_per_gpu: 0\n",
+            r"matrix.yaml:\d+:3: launcher.runs_per_gpu: LauncherConfig.runs_per_gpu=0; expected an integer >= 1",
+        ),
+        ("launcher:\n  runs_per_gpu: two\n", r"matrix.yaml:\d+:3: launcher.runs_per_gpu: expected int"),
+        (
+            "launcher:\n  gpus_per_node: 0\n  runs_per_gpu: 2\n",
+            r"matrix.yaml:\d+:3: launcher.runs_per_gpu: .*expected 1 when gpus_per_node=0 \(more needs gpus_per_node >= 1; on CPU, use max_parallel\)",
+        ),
     ],
 )
 def test_launcher_options_are_checked_with_file_line_and_key(tmp_path, section, message):
@@ -78,7 +87,7 @@ def test_profiles_and_set_choose_the_resources_and_fingerprints_ignore_them(tmp_
     file = write_matrix(
         tmp_path,
         launcher="launcher: {partition: gpu, timeout_min: 1440}\n"
-        "profiles:\n  big: {launcher: {gpus_per_node: 8, mem_gb: 64}}\n",
+        "profiles:\n  big: {launcher: {gpus_per_node: 8, mem_gb: 64, runs_per_gpu: 2}}\n",
     )
     experiment = load_experiment(file, profile="big", overrides=["launcher.partition=a100"])
     options = experiment.launcher
@@ -88,7 +97,7 @@ def test_profiles_and_set_choose_the_resources_and_fingerprints_ignore_them(tmp_
         64,
         1440,
     )
-    assert options.world_size == 8  # one process per GPU
+    assert options.world_size == 8 and options.runs_per_gpu == 2  # one process per GPU, two runs on them
     assert [r.fingerprint() for r in experiment.runs] == [r.fingerprint() for r in plain.runs]
     with pytest.raises(ConfigError, match=r"--set launcher.gpus_per_node=-1: launcher.gpus_per_node"):
         load_experiment(file, overrides=["launcher.gpus_per_node=-1"])
@@ -152,6 +161,22 @@ def test_the_local_launcher_refuses_gpus_or_nodes_this_machine_lacks(tmp_path, m
         in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_slurm_refuses_runs_per_gpu_before_anything_is_submitted(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_program(bin_dir, "sbatch", 'touch "$SUBMITTED"\necho "Submitted batch job 77"\n')
+    fake_program(bin_dir, "srun", "exit 0\n")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
+    file = write_matrix(tmp_path, launcher="launcher: {gpus_per_node: 1, runs_per_gpu: 2}\n")
+    assert main(["run", str(file), "--out", str(tmp_path / "out"), "--launcher", "slurm"]) == 2
+    assert (
+        "matrix.yaml:26:1: launcher.runs_per_gpu: runs_per_gpu=2 applies to the local launcher only "
+        "(Slurm schedules GPUs itself)" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "submitted").exists() and not (tmp_path / "out").exists()
 
 
 def test_the_sbatch_script_carries_the_launcher_options(tmp_path, monkeypatch, capsys):
@@ -235,6 +260,47 @@ def test_the_local_launcher_gives_each_slot_its_own_gpus(tmp_path, monkeypatch):
     slot = RunJob._wait_for_slot(jobs[1], Rank0(), NoSignal())  # what the job does before torch loads
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6,7" and owner_of(slot.path).pid == os.getpid()
     slot.release()
+
+
+def test_the_local_launcher_shares_each_gpu_between_runs_per_gpu_slots(tmp_path, monkeypatch):
+    from genzoo.experiment.launcher import LocalBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    fields = {"text": "", "out_root": str(tmp_path / "out"), "device": None, "render_report": True}
+
+    def backend(launcher: str) -> LocalBackend:
+        return LocalBackend(load_experiment(write_matrix(tmp_path, launcher=launcher)))
+
+    shared = backend("launcher: {gpus_per_node: 1, runs_per_gpu: 3}\n")  # six runs at once on two GPUs
+    assert shared.slots == 6
+    jobs = [shared.job(run, i, **fields) for i, run in enumerate(shared.experiment.runs * 3)]
+    assert [(job.slot, job.slot_gpus) for job in jobs] == [
+        (0, [0]), (1, [0]), (2, [0]), (3, [1]), (4, [1]), (5, [1]),
+    ]  # fmt: skip
+    assert backend("launcher: {gpus_per_node: 1, runs_per_gpu: 3, max_parallel: 4}\n").slots == 4
+    with pytest.raises(ConfigError) as refused:
+        backend("launcher: {gpus_per_node: 1, runs_per_gpu: 3, max_parallel: 7}\n")
+    assert (
+        "launcher.max_parallel: 7 run(s) at once with gpus_per_node=1 and runs_per_gpu=3 need 3 GPU(s); "
+        "this machine has 2. At most 6 fit: lower launcher.max_parallel or raise launcher.runs_per_gpu"
+    ) in str(refused.value)
+
+
+def test_runs_that_share_a_gpu_get_one_thread_per_process_unless_cpus_per_task_says_otherwise(
+    tmp_path, monkeypatch
+):
+    from genzoo.experiment.launcher import LocalBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    fields = {"text": "", "out_root": str(tmp_path / "out"), "device": None, "render_report": True}
+
+    def threads(launcher: str) -> list[int | None]:
+        backend = LocalBackend(load_experiment(write_matrix(tmp_path, launcher=launcher)))
+        return [backend.job(run, i, **fields).cpus_per_task for i, run in enumerate(backend.experiment.runs)]
+
+    assert threads("launcher: {gpus_per_node: 1}\n") == [None, None]  # torch's default, as before
+    assert threads("launcher: {gpus_per_node: 1, runs_per_gpu: 8}\n") == [1, 1]  # OMP_NUM_THREADS=1
+    assert threads("launcher: {gpus_per_node: 1, runs_per_gpu: 8, cpus_per_task: 3}\n") == [3, 3]
 
 
 def test_status_reads_each_runs_state_from_its_folder_and_the_scheduler(tmp_path):

@@ -5,8 +5,8 @@ the ``--set`` overrides), resolves it again inside the job and checks that the r
 fingerprint is the one that was submitted. Then it
 
 1. with the local launcher, waits for its concurrency slot (``launcher.max_parallel`` slots,
-   each with its own GPUs): a lock in ``jobs/slots/``, taken before torch is imported, so a
-   waiting job costs little;
+   each with its own GPUs, or ``launcher.runs_per_gpu`` of them sharing each GPU group): a lock
+   in ``jobs/slots/``, taken before torch is imported, so a waiting job costs little;
 2. sets up data parallelism when the job has several processes (one per GPU): rank, world size,
    local rank and the rendezvous (first node, a port derived from the job id) from the job's
    environment, exported as the variables torchrun sets (``RANK``, ``WORLD_SIZE``,
@@ -85,7 +85,7 @@ class RunJob(submitit.helpers.Checkpointable):
     out_root: str
     cwd: str
     device: str | None = None
-    cpus_per_task: int | None = None
+    cpus_per_task: int | None = None  # each process's threads (OMP_NUM_THREADS); None: torch's default
     slot: int | None = None  # the local launcher's concurrency slot
     slot_gpus: list[int] | None = None  # the GPUs of that slot (None: leave the job's own)
     render_report: bool = True  # False when the submitting command waits and renders it once

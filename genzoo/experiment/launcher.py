@@ -8,8 +8,9 @@ resources of the experiment's ``launcher:`` section
 - ``slurm``: one ``sbatch`` job array for the matrix (one task per run; ``max_parallel`` is the
   array's throttle), through submitit's ``SlurmExecutor``;
 - ``local``: one process tree per run on this machine, through submitit's ``LocalExecutor``;
-  at most ``max_parallel`` of them train at once, each with its own GPUs (the jobs wait for a
-  slot: :mod:`.job`).
+  at most ``max_parallel`` of them train at once, each with its own ``gpus_per_node`` GPUs, or
+  ``runs_per_gpu`` of them on each group of ``gpus_per_node`` GPUs (the jobs wait for a slot:
+  :mod:`.job`).
 
 Runs that are over are skipped, as by ``genzoo run``; so are runs that a process trains now, or
 whose last job is still queued or running (a second submission of the same matrix submits only
@@ -19,7 +20,7 @@ anything is written: the launcher's name, its options, ``sbatch`` on the PATH, t
 local launcher would hand out; a submission that the scheduler refuses writes no record, and
 nothing a finished run wrote is ever touched.
 
-(About 350 lines: the submission, the wait and the two backends share the skip rules and the
+(About 370 lines: the submission, the wait and the two backends share the skip rules and the
 ``job.json`` record, so they are one module; the job itself is :mod:`.job`, the options
 :mod:`.launcher_config`.)
 """
@@ -189,7 +190,7 @@ class Backend:
             out_root=fields["out_root"],
             cwd=os.getcwd(),
             device=fields["device"],
-            cpus_per_task=self.options.cpus_per_task,
+            cpus_per_task=self.options.threads_per_process,
             render_report=fields["render_report"],
         )
 
@@ -227,6 +228,11 @@ class SlurmBackend(Backend):
 
     def __init__(self, experiment: Experiment) -> None:
         super().__init__(experiment)
+        if self.options.runs_per_gpu > 1:
+            raise ConfigError(
+                f"{self._where('runs_per_gpu')}: runs_per_gpu={self.options.runs_per_gpu} applies to the "
+                "local launcher only (Slurm schedules GPUs itself); leave it out with --launcher slurm"
+            )
         for program in ("sbatch", "srun"):
             if shutil.which(program) is None:
                 raise GenzooError(
@@ -263,7 +269,8 @@ class SlurmBackend(Backend):
 
 class LocalBackend(Backend):
     """This machine through submitit's ``LocalExecutor``: ``max_parallel`` slots, each with
-    ``gpus_per_node`` GPUs of its own (every job is started at once and waits for its slot)."""
+    ``gpus_per_node`` GPUs of its own, or ``runs_per_gpu`` slots on each group of them (every
+    job is started at once and waits for its slot)."""
 
     name = "local"
 
@@ -278,16 +285,27 @@ class LocalBackend(Backend):
         self.slot_gpus: list[list[int]] | None = None
         if o.gpus_per_node:
             gpus = _visible_gpus()
-            slots = o.max_parallel or len(gpus) // o.gpus_per_node
-            if slots < 1 or slots * o.gpus_per_node > len(gpus):
-                raise ConfigError(
-                    f"{self._where('gpus_per_node')}: {max(slots, 1)} run(s) at once with gpus_per_node="
-                    f"{o.gpus_per_node} need {max(slots, 1) * o.gpus_per_node} GPU(s); this machine has "
-                    f"{len(gpus)}. Lower launcher.gpus_per_node or launcher.max_parallel"
-                )
-            g = o.gpus_per_node
-            self.slot_gpus = [gpus[i * g : (i + 1) * g] for i in range(slots)]
+            g, share = o.gpus_per_node, o.runs_per_gpu
+            room = len(gpus) // g * share  # runs at once: runs_per_gpu on each group of g GPUs
+            slots = o.max_parallel or room
+            if slots < 1 or slots > room:
+                raise self._too_few_gpus(max(slots, 1), len(gpus), room)
+            self.slot_gpus = [gpus[i // share * g : (i // share + 1) * g] for i in range(slots)]
         self.slots = len(self.slot_gpus) if self.slot_gpus else (o.max_parallel or 1)
+
+    def _too_few_gpus(self, slots: int, have: int, room: int) -> ConfigError:
+        """The error for ``slots`` runs at once on ``have`` GPUs, which hold ``room`` of them."""
+        o = self.options
+        need = -(-slots // o.runs_per_gpu) * o.gpus_per_node  # whole groups of gpus_per_node
+        shared = f" and runs_per_gpu={o.runs_per_gpu}" if o.runs_per_gpu > 1 else ""
+        key, hint = "gpus_per_node", "Lower launcher.gpus_per_node or launcher.max_parallel"
+        if o.runs_per_gpu > 1 and room:
+            hint = f"At most {room} fit: lower launcher.max_parallel or raise launcher.runs_per_gpu"
+            key = "max_parallel"
+        return ConfigError(
+            f"{self._where(key)}: {slots} run(s) at once with gpus_per_node={o.gpus_per_node}{shared} need "
+            f"{need} GPU(s); this machine has {have}. {hint}"
+        )
 
     def job(self, run: RunSpec, position: int, **fields: Any) -> Any:
         job = super().job(run, position, **fields)
