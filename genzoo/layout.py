@@ -143,6 +143,16 @@ class ExperimentPaths:
         return self.root / "curves.png"
 
     @property
+    def budget_curves(self) -> Path:
+        """Each ablation's paired difference against images seen (only with curve records)."""
+        return self.root / "budget.png"
+
+    @property
+    def budget_csv(self) -> Path:
+        """The figures of ``budget.png``: one row per ablation, metric and images seen."""
+        return self.root / "budget.csv"
+
+    @property
     def archive(self) -> Path:
         return self.root / "archive"
 

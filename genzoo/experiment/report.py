@@ -1,5 +1,6 @@
 """The experiment report: ``report.md``, ``results.csv``, ``results.json`` and ``curves.png``
-(their only writer; the names are :mod:`genzoo.layout`'s).
+(their only writer; the names are :mod:`genzoo.layout`'s), and, when runs logged curve records,
+the effects against the budget (``budget.png``, ``budget.csv``: :mod:`genzoo.experiment.budget`'s).
 
 It reads only what the runs wrote (each run folder's ``results.json`` and ``metrics.jsonl``),
 asks the loaded plugins for their columns (``genzoo_report_columns``) and computes the
@@ -20,6 +21,7 @@ from typing import Any
 
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
+from genzoo.experiment.budget import write_budget
 from genzoo.experiment.curves import plot_curves
 from genzoo.experiment.locks import FileLock
 from genzoo.experiment.report_markdown import (
@@ -91,13 +93,26 @@ def _render(paths: ExperimentPaths, title: str | None, host: PluginHost | None) 
     atomic_write_text(paths.results_json, json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
     atomic_write_text(paths.results_csv, _csv(rows))
     curves = plot_curves(paths)
+    budget = write_budget(paths, rows)
     text = markdown_report(
-        title or paths.root.name, paths, rows, columns, stats, deltas, delta_cols, stable, curves=curves
+        title or paths.root.name,
+        paths,
+        rows,
+        columns,
+        stats,
+        deltas,
+        delta_cols,
+        stable,
+        curves=curves,
+        budget=budget,
     )
     atomic_write_text(paths.report, text)
     written = {"json": paths.results_json, "csv": paths.results_csv, "report": paths.report}
     if curves:
         written["curves"] = paths.curves
+    if budget is not None:
+        written["budget_curves"] = paths.budget_curves
+        written["budget_csv"] = paths.budget_csv
     return written
 
 

@@ -1,10 +1,11 @@
 """The text of ``report.md``: the comparison table, the ablations with their paired
-differences and one sentence each, the stability table, curves and sample grids.
+differences and one sentence each, their effects against the budget, the stability table,
+curves and sample grids.
 
 Everything here turns rows (one per run, as :func:`genzoo.experiment.report.collect_results`
 returns them) and their statistics (:mod:`genzoo.experiment.statistics`) into Markdown; it
-reads and writes no file. (About 370 lines: the table, ablation and stability sections share
-their column formats and sentence rules, which belong together.)
+reads and writes no file. (About 430 lines: the table, ablation, budget and stability sections
+share their column formats and sentence rules, which belong together.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genzoo.engine.efficiency import PEAK_SCOPES
+from genzoo.experiment.budget import Budget, BudgetEffect, budget_label
 from genzoo.experiment.statistics import CONFIDENCE, PairedDifference, Stability, Summary
 from genzoo.layout import ExperimentPaths
 
@@ -120,8 +122,10 @@ def markdown_report(
     stable: dict[str, Stability],
     *,
     curves: bool,
+    budget: Budget | None = None,
 ) -> str:
-    """The whole ``report.md``."""
+    """The whole ``report.md``; ``budget`` adds the effects against images seen (when the runs
+    logged curve records)."""
     variants = [n for n, s in stats.items() if s["group"] == "variant"]
     ablations = [n for n, s in stats.items() if s["group"] == "ablation"]
     md = [f"# {title}", ""]
@@ -143,6 +147,8 @@ def markdown_report(
         md += ["", memory_note]
     if ablations:
         md += ["", *_ablation_section(ablations, stats, deltas, delta_cols)]
+    if budget is not None:
+        md += ["", *_budget_section(budget)]
     if _show_stability(rows, stats):
         md += ["", *_stability_section(stable, [*variants, *ablations], columns)]
     diverged = [r for r in rows if r.get("status") == "diverged"]
@@ -171,9 +177,16 @@ def _percent(confidence: float) -> str:
 
 def _delta_cell(diff: PairedDifference, col: Column, shared: int) -> str:
     """The Δ part of an ablation table cell: ``Δ +1.20 [+0.40, +2.00] *``."""
+    text = _difference_text(diff, col, shared)
+    return f"Δ {text}" if text else ""
+
+
+def _difference_text(diff: PairedDifference, col: Column, shared: int) -> str:
+    """A paired difference with its interval: ``+1.20 [+0.40, +2.00] *`` (``*``: the interval
+    excludes zero); ``n=`` where it has fewer pairs than ``shared``; empty without a pair."""
     if diff.mean is None:
         return ""
-    text = f"Δ {col.signed(diff.mean)}"
+    text = col.signed(diff.mean)
     if diff.kind == "interval":
         text += f" [{col.signed(diff.ci_low)}, {col.signed(diff.ci_high)}]"
     elif diff.kind == "constant":
@@ -297,6 +310,69 @@ def _delta_phrase(diff: PairedDifference, col: Column) -> str:
     if diff.kind == "constant":
         return f"{col.amount(diff.mean)} (same each seed)"
     return f"{col.amount(diff.mean)} ({_percent(diff.confidence)} CI [{col.signed(diff.ci_low)}, {col.signed(diff.ci_high)}])"
+
+
+def _budget_section(budget: Budget) -> list[str]:
+    """One table per metric: each ablation's difference at every number of images seen, and
+    whether its ranking against the base flips; then the figure."""
+    md = ["## Effects against budget (images seen)", ""]
+    nouns = [_budget_column(m).noun for m in budget.metrics]
+    measured = [f"{' or '.join(map(str, budget.eval_images))} held-out images"] if budget.eval_images else []
+    if budget.iw_samples:
+        measured.append(f"K = {' or '.join(map(str, budget.iw_samples))} importance samples for the IW NLL")
+    measured_text = f" (each point on {', '.join(measured)})" if measured else ""
+    md.append(
+        f"The paired difference ablation − base of the {' and '.join(nouns)}, as in the ablation "
+        "table, measured while training at each number of training images seen (all processes "
+        f"together) that both logged{measured_text}; a finished run's last point is the end of "
+        "training. These evaluations may use fewer images or importance samples than the final "
+        "one, so the last column need not equal the table above. Each cell is the mean over the "
+        f"seeds both have at that point with its {_percent(CONFIDENCE)} Student-t interval; `*` "
+        "marks an interval that excludes zero; n= counts the pairs where a point has fewer (a run "
+        "that diverged or is still running). The intervals are per point, not adjusted across "
+        "points: with many points, one may exclude zero by chance. Ranking flips: yes where the "
+        'mean difference changes sign between points; "yes, significant" where the interval lies '
+        "above zero at one point and below it at another."
+    )
+    if not budget.effects:
+        md += [
+            "",
+            "No ablation to compare; the figure shows each variant's held-out NLL against images seen.",
+        ]
+    for metric in budget.metrics:
+        col = _budget_column(metric)
+        effects = budget.of_metric(metric)
+        if effects:
+            md += ["", f"### {col.title}", "", _budget_table(effects, col)]
+    md += ["", "![effects against budget](budget.png)"]
+    return md
+
+
+def _budget_column(metric: str) -> Column:
+    return next(c for c in COLUMNS if c.key == metric)
+
+
+def _budget_table(effects: list[BudgetEffect], col: Column) -> str:
+    """One row per ablation, one column per number of images seen (``–``: not logged by both)."""
+    points = sorted({images for e in effects for images in e.differences})
+    header = ["ablation", "base", *(budget_label(p) for p in points), "ranking flips"]
+    table = []
+    for effect in effects:
+        shared = max((d.n for d in effect.differences.values()), default=0)
+        cells = [
+            _difference_text(effect.differences[p], col, shared) if p in effect.differences else ""
+            for p in points
+        ]
+        table.append([effect.ablation, effect.base, *(c or "–" for c in cells), _flip_cell(effect)])
+    return _markdown_table(header, table)
+
+
+def _flip_cell(effect: BudgetEffect) -> str:
+    if not effect.comparable:
+        return "–"  # fewer than two points with a difference
+    if effect.flips_significantly:
+        return "yes, significant"
+    return "yes" if effect.flips else "no"
 
 
 def _show_stability(rows: list[dict[str, Any]], stats: dict[str, dict[str, Any]]) -> bool:
