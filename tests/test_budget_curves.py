@@ -211,7 +211,7 @@ def test_the_report_has_the_section_the_figure_and_the_csv(experiment):
 
     section = report.index("## Effects against budget (images seen)")
     assert report.index("## Ablations") < section < report.index("## Stability")
-    assert "The intervals are per point, not adjusted across points" in report
+    assert "Nothing is adjusted across points" in report and "Holm's adjustment" in report
     assert "(each point on 500 held-out images, K = 10 importance samples for the IW NLL)" in report
     assert "### test nats (IW)" in report and "### test nats (ELBO)" in report
     assert "| ablation | base | 12.8k | 51.2k | 205k | ranking flips |" in report
@@ -221,7 +221,15 @@ def test_the_report_has_the_section_the_figure_and_the_csv(experiment):
     middle = f"{signed(mean)} [{signed(low)}, {signed(high)}]"  # spans zero: no mark
     _, mean, low, high = expected("late_gain", 204800)
     late = f"{signed(mean)} [{signed(low)}, {signed(high)}] *"
-    assert f"| late_gain | nvae | {early} | {middle} | {late} | yes, significant |" in report
+    row = next(line for line in report[section:].splitlines() if line.startswith("| late_gain |"))
+    assert row.replace(" †", "") == f"| late_gain | nvae | {early} | {middle} | {late} | yes, significant |"
+    # † where the difference survives Holm's adjustment over the ablations at that point
+    effect = next(
+        e for e in budget_effects(paths, collect_results(paths.root)).effects if e.ablation == "late_gain"
+    )
+    marks = [cell.endswith("†") for cell in row.split(" | ")[2:5]]
+    assert marks == [effect.holm_significant(x) for x in (12800, 51200, 204800)]
+    assert marks[1] is False  # the middle point spans zero: no adjustment makes it significant
     assert early == "+2.07 [+1.31, +2.83] *"  # the figures a reader sees, for the record
     _, mean, low, high = expected("steady", 204800)
     assert f" | {signed(mean)} [{signed(low)}, {signed(high)}] n=2 | no |" in report  # fewer pairs
@@ -273,3 +281,28 @@ def test_bits_per_dim_stand_in_where_no_nats_were_logged(tmp_path):
 )
 def test_budget_labels(images, label):
     assert budget_label(images) == label
+
+
+def test_holm_adjustment_against_a_hand_computed_family():
+    """Holm: sort the m p-values, multiply the i-th smallest by (m - i), keep the running maximum,
+    cap at 1; members without a p-value stay out of the family."""
+    from genzoo.experiment.statistics import holm_adjusted
+
+    adjusted = holm_adjusted({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adjusted["a"] == pytest.approx(0.03)  # 3 x 0.01
+    assert adjusted["c"] == pytest.approx(0.06)  # 2 x 0.03
+    assert adjusted["b"] == pytest.approx(0.06)  # max(1 x 0.04, 0.06)
+    assert adjusted["d"] is None
+    assert holm_adjusted({"x": 0.6, "y": 0.7}) == {"x": pytest.approx(1.0), "y": pytest.approx(1.0)}
+
+
+def test_a_paired_difference_has_the_p_value_of_scipys_paired_t_test():
+    from scipy import stats
+
+    from genzoo.experiment.statistics import paired_difference
+
+    a, b = {0: 1.0, 1: 2.5, 2: 2.0}, {0: 0.2, 1: 0.9, 2: 1.8}
+    diff = paired_difference(a, b)
+    assert diff.p_value == pytest.approx(stats.ttest_rel([1.0, 2.5, 2.0], [0.2, 0.9, 1.8]).pvalue)
+    assert paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 1.0}).p_value == 0.0  # constant, nonzero
+    assert paired_difference({0: 1.0}, {0: 0.0}).p_value is None

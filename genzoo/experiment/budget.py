@@ -10,9 +10,11 @@ the seeds both have there (:func:`genzoo.experiment.statistics.paired_difference
 Student-t interval as the end-of-training table), and whether the ranking flips along the way.
 Each interval is for its own point; nothing is adjusted across points.
 
-A run that diverged or is still running has fewer points; seeds are paired point by point, so
-such a point has fewer pairs. Run names are grouped (variant, ablation and its base) by their
-rows (``results.json``), so a run name none of whose seeds has finished yet is left out.
+A run that diverged, is still running or was stopped has fewer points; seeds are paired point
+by point, so such a point has fewer pairs. Run names are grouped (variant, ablation and its base)
+by each run folder's ``config.yaml``, written when the run starts, so that the points of runs
+without a row of results yet (still running, or stopped during their final evaluation) count
+too; rows (``results.json``) fill in what a folder lacks.
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from genzoo.atomic import atomic_write_bytes, atomic_write_text
-from genzoo.experiment.statistics import PairedDifference, Summary, finite, paired_difference, summarize
+from genzoo.experiment.statistics import (
+    CONFIDENCE,
+    PairedDifference,
+    Summary,
+    finite,
+    holm_adjusted,
+    paired_difference,
+    summarize,
+)
 from genzoo.layout import ExperimentPaths
 
 METRICS = (("test_nats_iw", "test_bpd_iw"), ("test_nats_elbo", "test_bpd_elbo"))
@@ -54,6 +66,14 @@ class BudgetEffect:
     base: str
     metric: str
     differences: dict[int, PairedDifference]
+    holm: dict[int, float | None] = field(default_factory=dict)
+    """At each point, the p-value Holm-adjusted over the family of ablations compared on this
+    metric at that point (:func:`~genzoo.experiment.statistics.holm_adjusted`)."""
+
+    def holm_significant(self, images: int, level: float = 1 - CONFIDENCE) -> bool:
+        """Whether the difference at ``images`` stays significant after Holm's adjustment."""
+        p = self.holm.get(images)
+        return p is not None and p < level
 
     @property
     def means(self) -> dict[int, float]:
@@ -185,6 +205,23 @@ def effect_against_budget(curves: Curves, ablation: str, base: str, metric: str)
     return BudgetEffect(ablation, base, metric, differences)
 
 
+def with_holm(effects: list[BudgetEffect]) -> list[BudgetEffect]:
+    """``effects`` (one metric) with, at each point, their p-values Holm-adjusted over the
+    ablations that have a difference there: the family a reader scans when asking which
+    components matter at that budget."""
+    points = sorted({images for e in effects for images in e.differences})
+    adjusted = {
+        images: holm_adjusted(
+            {e.ablation: e.differences[images].p_value for e in effects if images in e.differences}
+        )
+        for images in points
+    }
+    return [
+        replace(e, holm={images: adjusted[images].get(e.ablation) for images in e.differences})
+        for e in effects
+    ]
+
+
 def variant_curve(curves: Curves, run: str, metric: str) -> VariantCurve:
     """The mean (and std) of ``metric`` over ``run``'s seeds at each number of images seen;
     a point where no seed has a finite value is left out."""
@@ -193,6 +230,21 @@ def variant_curve(curves: Curves, run: str, metric: str) -> VariantCurve:
         images: summarize(_values(seeds, images, metric).values()) for images in sorted(_images(seeds))
     }
     return VariantCurve(run, metric, {i: s for i, s in summaries.items() if s is not None})
+
+
+def _run_configs(paths: ExperimentPaths) -> list[dict[str, Any]]:
+    """``{run, group, base}`` of every run folder whose ``config.yaml`` can be read."""
+    found = []
+    for name, _, run_paths in paths.runs():
+        try:
+            config = yaml.safe_load(run_paths.config.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(config, dict):
+            found.append(
+                {"run": config.get("name", name), "group": config.get("group"), "base": config.get("base")}
+            )
+    return found
 
 
 def _groups(rows: Iterable[Mapping[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -223,13 +275,14 @@ def budget_effects(paths: ExperimentPaths, rows: Iterable[Mapping[str, Any]]) ->
     metrics = budget_metrics(curves)
     if not metrics:
         return None
-    variants, bases = _groups(rows)
+    variants, bases = _groups([*_run_configs(paths), *rows])
     effects = tuple(
-        effect_against_budget(curves, ablation, base, metric)
+        effect
         for metric in metrics
-        for ablation, base in bases.items()
+        for effect in with_holm([effect_against_budget(curves, a, b, metric) for a, b in bases.items()])
     )
-    curves_of = tuple(variant_curve(curves, run, metrics[0]) for run in variants if run in curves)
+    every_run = [*variants, *(name for name in bases if name not in variants)]
+    curves_of = tuple(variant_curve(curves, run, metrics[0]) for run in every_run if run in curves)
     return Budget(
         metrics,
         effects,
@@ -251,13 +304,25 @@ def budget_label(images: int) -> str:
 def budget_csv(budget: Budget) -> str:
     """``budget.csv``: one row per ablation, metric and number of images seen; an empty field
     where there is no value (no interval with fewer than two pairs)."""
-    fields = ["ablation", "base", "metric", "images_seen", "mean", "ci_low", "ci_high", "n", "excludes_zero"]
+    fields = [
+        "ablation",
+        "base",
+        "metric",
+        "images_seen",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+        "excludes_zero",
+        "p_value",
+        "p_holm",
+    ]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(fields)
     for effect in budget.effects:
         for images, d in effect.differences.items():
-            stats = (d.mean, d.ci_low, d.ci_high, d.n, d.excludes_zero)
+            stats = (d.mean, d.ci_low, d.ci_high, d.n, d.excludes_zero, d.p_value, effect.holm.get(images))
             writer.writerow(
                 [
                     effect.ablation,
@@ -287,7 +352,15 @@ def _budget_ticks(ax, points: Iterable[int]) -> None:
     ax.grid(alpha=0.3)
 
 
-def _plot_effects(ax, effects: list[BudgetEffect]) -> list[int]:
+def _colors(budget: Budget) -> dict[str, str]:
+    """One colour per run name, the same in both panels (matplotlib's default cycle, in the
+    order the variants and then the ablations come)."""
+    names = [v.run for v in budget.variants] + [e.ablation for e in budget.effects]
+    unique = list(dict.fromkeys(names))
+    return {name: f"C{i % 10}" for i, name in enumerate(unique)}
+
+
+def _plot_effects(ax, effects: list[BudgetEffect], colors: dict[str, str]) -> list[int]:
     """One line per ablation with its 95% intervals as error bars, dodged a little sideways so
     that the bars of ablations at the same point do not hide each other; returns the points."""
     for i, effect in enumerate(effects):
@@ -303,6 +376,7 @@ def _plot_effects(ax, effects: list[BudgetEffect]) -> list[int]:
             capsize=3,
             linewidth=1.2,
             label=effect.ablation,
+            color=colors.get(effect.ablation),
         )
     ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
     ax.set_ylabel(f"Δ {_axis(effects[0].metric)}\n(ablation − base)")
@@ -310,7 +384,7 @@ def _plot_effects(ax, effects: list[BudgetEffect]) -> list[int]:
     return [x for e in effects for x in e.means]
 
 
-def _plot_variants(ax, variants: list[VariantCurve]) -> list[int]:
+def _plot_variants(ax, variants: list[VariantCurve], colors: dict[str, str]) -> list[int]:
     """One line per variant: its mean over seeds at each point; returns the points."""
     for curve in variants:
         ax.plot(
@@ -319,9 +393,10 @@ def _plot_variants(ax, variants: list[VariantCurve]) -> list[int]:
             marker="o",
             linewidth=1.2,
             label=curve.run,
+            color=colors.get(curve.run),
         )
     ax.set_ylabel(_axis(variants[0].metric))
-    ax.set_title("each variant, mean over its seeds", fontsize=9)
+    ax.set_title("each run, mean over its seeds", fontsize=9)
     return [x for v in variants for x in v.points]
 
 
@@ -342,7 +417,7 @@ def budget_figure(budget: Budget) -> bytes:
     ]
     for ax, items, plot, empty in panels:
         if items:
-            _budget_ticks(ax, plot(ax, items))
+            _budget_ticks(ax, plot(ax, items, _colors(budget)))
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)

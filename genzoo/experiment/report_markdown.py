@@ -329,7 +329,10 @@ def _budget_section(budget: Budget) -> list[str]:
         "one, so the last column need not equal the table above. Each cell is the mean over the "
         f"seeds both have at that point with its {_percent(CONFIDENCE)} Student-t interval; `*` "
         "marks an interval that excludes zero; n= counts the pairs where a point has fewer (a run "
-        "that diverged or is still running). The intervals are per point, not adjusted across "
+        "that diverged or is still running). `†` marks a difference that stays significant at "
+        f"the {(1 - CONFIDENCE) * 100:g}% level after Holm's adjustment over the "
+        "ablations compared at that point (the family a reader scans for what matters at that "
+        "budget); word an answer from `†`, not from `*` alone. Nothing is adjusted across "
         "points: with many points, one may exclude zero by chance. Ranking flips: yes where the "
         'mean difference changes sign between points; "yes, significant" where the interval lies '
         "above zero at one point and below it at another."
@@ -360,7 +363,10 @@ def _budget_table(effects: list[BudgetEffect], col: Column) -> str:
     for effect in effects:
         shared = max((d.n for d in effect.differences.values()), default=0)
         cells = [
-            _difference_text(effect.differences[p], col, shared) if p in effect.differences else ""
+            _difference_text(effect.differences[p], col, shared)
+            + (" †" if effect.holm_significant(p) else "")
+            if p in effect.differences
+            else ""
             for p in points
         ]
         table.append([effect.ablation, effect.base, *(c or "–" for c in cells), _flip_cell(effect)])

@@ -80,6 +80,20 @@ class PairedDifference:
             return None
         return self.ci_low > 0 or self.ci_high < 0
 
+    @property
+    def p_value(self) -> float | None:
+        """The two-sided p-value of the paired t-test of a zero mean difference (what
+        ``scipy.stats.ttest_rel`` gives); 0 or 1 for a constant difference (nonzero or zero);
+        None without an interval."""
+        if self.kind == "constant":
+            return 0.0 if self.mean != 0 else 1.0
+        if self.kind != "interval" or self.mean is None or self.sd is None:
+            return None
+        from scipy import stats
+
+        t = self.mean / (self.sd / math.sqrt(self.n))
+        return float(2 * stats.t.sf(abs(t), df=self.n - 1))
+
     def of_seed(self, seed: int) -> float | None:
         """The difference on ``seed``, None if that seed is not a pair."""
         for s, d in zip(self.seeds, self.differences, strict=True):
@@ -171,6 +185,21 @@ def paired_differences(
             )
             for metric in metrics
         }
+    return out
+
+
+def holm_adjusted(p_values: Mapping[Any, float | None]) -> dict[Any, float | None]:
+    """Holm's step-down adjustment of a family of p-values (``statsmodels``' ``multipletests``,
+    method ``holm``): each adjusted value is compared with the level as it is, and the family's
+    chance of any false positive stays at most the level. Members without a p-value (None) are
+    not in the family and stay None."""
+    present = {k: float(p) for k, p in p_values.items() if p is not None}
+    out: dict[Any, float | None] = dict.fromkeys(p_values)
+    if present:
+        from statsmodels.stats.multitest import multipletests
+
+        adjusted = multipletests(list(present.values()), method="holm")[1]
+        out.update(zip(present, (float(p) for p in adjusted)))
     return out
 
 
