@@ -6,33 +6,52 @@ slower than its Swish on CPU, its ``expm1`` running at scalar speed: :mod:`genzo
 in the NVAE plugin, because several plugins use them and plugins do not import each other.
 
 The kernels are one extension module, built on first use with ``torch.utils.cpp_extension`` (a
-C++ compiler and ninja are needed; about 40 seconds, once: torch caches the build under
-``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). It is compiled for the
-vector instructions torch itself dispatches to on this machine, so a cache shared between
-different machines holds one build per instruction set. The kernels run on torch's own
-intra-op threads (``at::parallel_for``): the module links no OpenMP runtime of its own (it is
-compiled with ``-fopenmp`` so that ATen's header opens torch's parallel regions, and those calls
-bind to the runtime torch is linked with), so one runtime serves the process. If the build fails,
-a warning says why, once, and torch's own operators run as before; ``GENZOO_CPU_KERNELS=0``
-turns the kernels off. The results are the same up to float rounding
-(``tests/test_fast_paths.py``).
+C++ compiler and ninja are needed; about 40 seconds, once per environment). The build goes under
+the root torch builds extensions in (``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions/<python>_<cuda>``), into a folder named by a hash of everything that
+changes the build (:func:`build_key`: the interpreter and its environment, torch's version and C++
+ABI, the compiler and its flags, the vector instruction set, the sources), so that environments
+sharing a cache each build once and keep their build, instead of rebuilding one folder in turn
+(issue 23). A process builds or loads only while it holds an ``fcntl.flock`` on the folder's
+``genzoo.lock``: a second process waits for the first's build and then loads it without building,
+no process loads a library another is still writing, and a builder that is killed leaves no stale
+lock, since the kernel releases a flock when its holder dies (without ``fcntl``, torch's own lock
+is all there is). It is compiled for the vector instructions torch itself dispatches to on this
+machine, so a cache shared between different machines holds one build per instruction set. The
+kernels run on torch's own intra-op threads (``at::parallel_for``): the module links no OpenMP
+runtime of its own (it is compiled with ``-fopenmp`` so that ATen's header opens torch's parallel
+regions, and those calls bind to the runtime torch is linked with), so one runtime serves the
+process. If the build fails, a warning says why, once, and torch's own operators run as before;
+``GENZOO_CPU_KERNELS=0`` turns the kernels off. The results are the same up to float rounding
+(``tests/test_fast_paths.py``; the build's folder and lock: ``tests/test_cpu_kernel_build.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: torch's own lock only
+    fcntl = None
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCE = CSRC / "depthwise.cpp"
 SOURCES = [SOURCE, CSRC / "elu.cpp", CSRC / "bindings.cpp"]
 ENV_SWITCH = "GENZOO_CPU_KERNELS"
+LOCK_FILE = "genzoo.lock"
 _ISA_FLAGS = {  # the instruction set, and the matching ATen vector type (ATen/cpu/vec)
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
@@ -61,7 +80,51 @@ def load() -> ModuleType | None:
         return _built[isa]
 
 
-def _build(isa: str) -> ModuleType | None:
+def build_key(isa: str) -> dict[str, str]:
+    """Everything that changes the build for the instruction set ``isa`` (one of
+    ``torch.backends.cpu.get_cpu_capability()``'s answers): two environments with the same key may
+    share a build, two with different keys must not."""
+    return {
+        "python": f"{sys.implementation.cache_tag} {getattr(sys, 'abiflags', '')} {sys.version}",
+        "environment": os.path.realpath(sys.prefix),
+        "torch": f"{torch.__version__} {torch.version.git_version} {Path(torch.__file__).parent}",
+        "cxx11_abi": str(torch._C._GLIBCXX_USE_CXX11_ABI),
+        "compiler": os.environ.get("CXX", "c++"),  # the one torch's cpp_extension runs
+        "isa": isa,
+        "flags": " ".join(_flags(isa)),
+        "sources": _sources_digest(),
+    }
+
+
+def module_name(isa: str) -> str:
+    """The extension's module name, which is also its build folder's: the kernels' name, the
+    instruction set and a hash of :func:`build_key` (a valid Python identifier)."""
+    digest = hashlib.sha256(json.dumps(build_key(isa), sort_keys=True).encode()).hexdigest()[:16]
+    return f"genzoo_cpu_kernels_{''.join(ch for ch in isa.lower() if ch.isalnum())}_{digest}"
+
+
+def build_directory(isa: str | None = None) -> Path:
+    """The folder this environment builds the kernels in and loads them from (created if
+    missing): :func:`module_name` under the root torch builds its extensions in."""
+    isa = isa or torch.backends.cpu.get_cpu_capability()
+    return Path(_cpp_extension()._get_build_directory(module_name(isa), verbose=False))
+
+
+def _flags(isa: str) -> list[str]:
+    # -fopenmp compiles ATen's parallel regions in; no -fopenmp when linking, so the module
+    # uses the OpenMP runtime torch is linked with (through libtorch_cpu), not a second one.
+    return ["-O3", "-fopenmp", *_ISA_FLAGS.get(isa, _DEFAULT_FLAGS)]
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.iterdir()):
+        if path.suffix in (".cpp", ".h"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _cpp_extension() -> ModuleType:
     quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found": irrelevant here
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -69,18 +132,50 @@ def _build(isa: str) -> ModuleType | None:
         from torch.utils import cpp_extension
     finally:
         quiet.setLevel(level)
+    return cpp_extension
 
-    name = "genzoo_cpu_kernels_" + "".join(ch for ch in isa.lower() if ch.isalnum())
-    _log.info("building genzoo's CPU kernels %s (once; cached by torch)", name)
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Held while building in or loading from ``folder``. A flock, not a file whose existence
+    locks: the kernel drops it when its holder dies, however it dies."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        # -fopenmp compiles ATen's parallel regions in; no -fopenmp when linking, so the module
-        # uses the OpenMP runtime torch is linked with (through libtorch_cpu), not a second one.
-        return cpp_extension.load(
-            name=name,
-            sources=[str(path) for path in SOURCES],
-            extra_cflags=["-O3", "-fopenmp", *_ISA_FLAGS.get(isa, _DEFAULT_FLAGS)],
-            verbose=False,
-        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            _log.info("waiting for %s, which is building genzoo's CPU kernels in %s", holder, folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        # torch's own lock file (older torch's FileBaton, which locks by existing) is stale once
+        # genzoo's is held: only genzoo builds in this folder.
+        (folder / "lock").unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _build(isa: str) -> ModuleType | None:
+    try:
+        cpp_extension = _cpp_extension()
+        name = module_name(isa)
+        folder = build_directory(isa)
+        with _build_lock(folder):
+            if not (folder / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}").exists():
+                _log.info("building genzoo's CPU kernels in %s (once for this environment)", folder)
+            # Loaded under the lock, so never half-written: any other builder has finished.
+            return cpp_extension.load(
+                name=name,
+                sources=[str(path) for path in SOURCES],
+                extra_cflags=_flags(isa),
+                build_directory=str(folder),
+                verbose=False,
+            )
     except Exception as exc:  # no compiler, no OpenMP, no ninja, a read-only cache ...
         warnings.warn(
             f"genzoo could not build its CPU kernels ({type(exc).__name__}: {exc}); torch's own "

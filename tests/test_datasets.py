@@ -1,7 +1,8 @@
 """The built-in datasets (plugin ``data``): every split yields float images (C, H, W) in [0, 1]
 on the dataset's bit grid, and a missing file is a ConfigError that says what to put where.
 
-No test touches the network or files outside ``tmp_path``.
+No test touches the network or files outside ``tmp_path``: downloads go through stand-ins for
+torchvision's dataset classes that write the files (or fail) as the real ones would.
 """
 
 from __future__ import annotations
@@ -9,23 +10,32 @@ from __future__ import annotations
 import gzip
 import struct
 import time
+from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets
 from PIL import Image
 from torch.utils.data import DataLoader
 
 import genzoo
 from genzoo_plugins import data
 from genzoo_plugins.data.celeba64 import CelebA64
-from genzoo_plugins.data.cifar10 import CIFAR10
+from genzoo_plugins.data.cifar10 import CIFAR10, FILES, FOLDER
 from genzoo_plugins.data.idx import IdxImages, read_idx
 from genzoo_plugins.data.image_folder import ImageFolder
 from genzoo_plugins.data.image_tensors import to_grid
 from genzoo_plugins.data.mnist import MNIST
 from genzoo_plugins.data.npz import NpzImages
 from genzoo_plugins.data.shapes import Shapes
+
+
+@pytest.fixture(autouse=True)
+def no_data_env(monkeypatch):
+    """Default roots as a user's clone has them, whatever the caller's environment says."""
+    monkeypatch.delenv("GENZOO_DATA", raising=False)
 
 
 @pytest.fixture
@@ -253,6 +263,79 @@ def test_missing_mnist_files_name_the_file_and_the_folder(tmp_path):
     assert "train_range" in message  # the way out when only the test file is there
 
 
+class DownloadedMNIST:
+    """torchvision's MNIST where the network would be: its download writes the IDX files."""
+
+    def __init__(self, root: str, *, train: bool, download: bool) -> None:
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        name, count = ("train-images-idx3-ubyte", 3) if train else ("t10k-images-idx3-ubyte", 2)
+        write_idx(raw / name, np.zeros((count, 28, 28)), compress=False)
+
+
+class Offline:
+    """A torchvision dataset class without network: every construction fails as a download would."""
+
+    calls = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        Offline.calls += 1
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def test_mnist_downloads_through_torchvision_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    Offline.calls = 0
+    with pytest.raises(genzoo.ConfigError, match="was not found"):
+        MNIST(root=tmp_path)  # download is off by default: the network is never tried
+    assert Offline.calls == 0
+    monkeypatch.setattr(torchvision.datasets, "MNIST", DownloadedMNIST)
+    dataset = MNIST(root=tmp_path, download=True)
+    assert len(dataset.split("train")) == 3 and len(dataset.split("test")) == 2
+    assert dataset.files["train"] == tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+
+
+def test_failed_mnist_download_says_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    with pytest.raises(genzoo.ConfigError) as error:
+        MNIST(root=tmp_path, train_file="t10k-images-idx3-ubyte", test_range=[8000, 10000], download=True)
+    message = str(error.value)
+    assert message.startswith("data.mnist: downloading MNIST") and "URLError" in message
+    # only the file this configuration reads, the folder, and the two ways to point elsewhere
+    assert f"the IDX file t10k-images-idx3-ubyte (raw or .gz) in {str(tmp_path)!r}" in message
+    assert "--set data.dataset.root=PATH" in message and "GENZOO_DATA" in message
+
+
+# -- the data folder: data/... relative to where genzoo runs, or $GENZOO_DATA ----------------------
+def test_default_roots_are_in_the_data_folder_where_genzoo_runs(tmp_path, monkeypatch):
+    mnist = tmp_path / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    write_idx(mnist / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28)), compress=True)
+    write_idx(mnist / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28)), compress=True)
+    monkeypatch.chdir(tmp_path)
+    assert MNIST().files["test"] == Path("data/mnist/t10k-images-idx3-ubyte.gz")
+
+
+def test_genzoo_data_stands_for_the_data_folder(tmp_path, monkeypatch):
+    shared = tmp_path / "datasets"
+    (shared / "mnist").mkdir(parents=True)
+    write_idx(shared / "mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((10, 28, 28)), compress=True)
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    monkeypatch.setenv("GENZOO_DATA", str(shared))
+    one_file = {"train_file": "t10k-images-idx3-ubyte", "train_range": [0, 8], "test_range": [8, 10]}
+    for root in ({}, {"root": "data/mnist"}):  # the default, and the experiment files' root
+        assert MNIST(**root, **one_file).root == shared / "mnist"
+    with pytest.raises(genzoo.ConfigError) as error:
+        MNIST(root="elsewhere/mnist", **one_file)  # other roots are taken as given
+    assert "'elsewhere/mnist'" in str(error.value) and f"it is {str(shared)!r} now" in str(error.value)
+    with pytest.raises(genzoo.ConfigError, match="cifar-10-batches-py") as error:
+        CIFAR10()
+    assert str(shared / "cifar10" / "cifar-10-batches-py") in str(error.value)
+    with pytest.raises(genzoo.ConfigError) as error:
+        CelebA64()
+    assert str(shared / "celeba" / "celeba" / "img_align_celeba") in str(error.value)
+
+
 # -- NumPy .npz --------------------------------------------------------------------------------
 def test_npz_round_trip_nhwc_uint8_and_nchw_float(tmp_path):
     rng = np.random.default_rng(2)
@@ -362,6 +445,65 @@ def test_celeba64_offline_error_lists_the_expected_layout(tmp_path):
     message = str(error.value)
     assert message.startswith("data.celeba64:")
     assert str(tmp_path / "celeba" / "img_align_celeba") in message and "list_eval_partition.txt" in message
+
+
+def test_cifar10_and_celeba64_missing_files_say_how_to_point_elsewhere(tmp_path):
+    for dataset in (CIFAR10, CelebA64):
+        with pytest.raises(genzoo.ConfigError) as error:
+            dataset(root=tmp_path)
+        assert "--set data.dataset.root=PATH" in str(error.value) and "GENZOO_DATA" in str(error.value)
+
+
+class DownloadedCIFAR10:
+    """torchvision's CIFAR10 where the network would be: writes the batch files, two images each."""
+
+    def __init__(self, root: str, *, train: bool, download: bool = False) -> None:
+        folder = Path(root) / FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (folder / name).write_bytes(b"")
+        self.data = np.zeros((2, 32, 32, 3), np.uint8)
+
+
+def test_cifar10_downloads_through_torchvision_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", DownloadedCIFAR10)
+    dataset = CIFAR10(root=tmp_path, download=True)
+    assert (tmp_path / FOLDER / "test_batch").is_file() and len(dataset.split("test")) == 2
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    with pytest.raises(genzoo.ConfigError) as error:
+        CIFAR10(root=tmp_path / "offline", download=True)
+    message = str(error.value)
+    assert message.startswith("data.cifar10: downloading CIFAR-10") and "URLError" in message
+    assert str(tmp_path / "offline" / FOLDER) in message and "data_batch_1" in message
+
+
+class DownloadedCelebA:
+    """torchvision's CelebA where Google Drive would be: writes four aligned images and the partition."""
+
+    def __init__(self, root: str, *, split: str, download: bool) -> None:
+        folder = Path(root) / "celeba"
+        (folder / "img_align_celeba").mkdir(parents=True)
+        for number in range(1, 5):
+            Image.new("RGB", (178, 218)).save(folder / "img_align_celeba" / f"{number:06d}.jpg")
+        partition = "".join(f"{number:06d}.jpg {code}\n" for number, code in ((1, 0), (2, 0), (3, 1), (4, 2)))
+        (folder / "list_eval_partition.txt").write_text(partition)
+
+
+class DriveQuota:
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError("File not found or corrupted.")  # what torchvision says on Drive's quota page
+
+
+def test_celeba64_downloads_through_torchvision_and_names_google_drive_when_it_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "CelebA", DownloadedCelebA)
+    dataset = CelebA64(root=tmp_path, download=True)
+    assert [p.name for p in dataset.split("train").paths] == ["000001.jpg", "000002.jpg"]
+    monkeypatch.setattr(torchvision.datasets, "CelebA", DriveQuota)
+    with pytest.raises(genzoo.ConfigError) as error:
+        CelebA64(root=tmp_path / "offline", download=True)
+    message = str(error.value)
+    assert message.startswith("data.celeba64: downloading CelebA") and "Google Drive" in message
+    assert str(tmp_path / "offline" / "celeba" / "img_align_celeba") in message
 
 
 def face_image() -> Image.Image:

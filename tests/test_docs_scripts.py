@@ -113,15 +113,19 @@ def test_table_and_plot_from_an_experiment_folder(stability_plot, tmp_path):
     write_run(tmp_path, "running", 0, cells="conv", spectral=True, lr=0.01, status="interrupted", **calm)
 
     groups = stability_plot.collect(tmp_path)
-    assert set(groups) == {("standard HVAE, spectral off", 0.1), ("standard HVAE, spectral on", 0.1)}
+    assert set(groups) == {("standard HVAE, spectral off", 0.1), ("standard HVAE, spectral 0.01", 0.1)}
     text = stability_plot.table(groups)
     low, high = stats.binomtest(3, 4).proportion_ci(0.95, method="exact")
     assert f"| standard HVAE, spectral off | 0.1 | 3 / 4 | 0.75 [{low:.2f}, {high:.2f}] |" in text
-    assert "| standard HVAE, spectral on | 0.1 | 0 / 4 | 0.00 [0.00, 0.60] |" in text
+    assert "| standard HVAE, spectral 0.01 | 0.1 | 0 / 4 | 0.00 [0.00, 0.60] |" in text
     assert "| 101.50 ± 1.29 (n=4) |" in text  # the survivors: 100..103
     assert "| 113.00 ± 0.00 (n=1) |" in text  # the one survivor with spectral off
     _, p_value = stats.fisher_exact([[0, 4], [3, 1]])
-    assert f"| standard HVAE | 0.1 | 0 / 4 | 3 / 4 | {p_value:.3f} |" in text
+    # one comparison: Holm leaves its p as it is
+    assert f"| standard HVAE | 0.1 | 0.01 | 0 / 4 | 3 / 4 | {p_value:.3f} | {p_value:.3f} |" in text
+    assert "Logistic regression `diverged ~ C(spectral, Treatment('off'))` over 8 runs" in text
+    assert "Power of one comparison with 4 runs per setting" in text
+    assert "| 0.90 | 0.10 | 0.43 |" in text  # the referee's figure for the first design
 
     out = tmp_path / "plot.png"
     assert stability_plot.main([str(tmp_path), str(out)]) == 0

@@ -1,8 +1,9 @@
-"""The importance-weighted NLL of trained runs with another K (NVAE's final figure uses
+"""The importance-weighted NLL of trained runs with other K (NVAE's final figure uses
 K = 1000), on the held-out images each run was scored on (the same per-seed draws:
-``genzoo.engine.evaluator.held_out_batches``), with the run's own checkpoint:
+``genzoo.engine.evaluator.held_out_batches``), with the run's own checkpoint, on a GPU or a CPU:
 
     python benchmarks/gpu/iw_nll.py RUN_DIR [RUN_DIR ...] --k 1000 --max-images 2000 --out iw.json
+    python benchmarks/gpu/iw_nll.py RUN_DIR --k 10 100 1000 --max-images 200 --out nll_vs_k.json
 
 Each run's figure is written as soon as it is measured; ``--deadline-s`` stops before a run
 that would start after it (the others keep their figures).
@@ -33,12 +34,36 @@ def held_out_split(run_dir: Path):
     return spec.build("dataset", get_host().registry).split("test"), config
 
 
+def measure(run_dir: Path, k: int, args: argparse.Namespace) -> dict:
+    """One run's figures with ``k`` importance samples."""
+    t0 = time.perf_counter()
+    model = load_run_model(run_dir, args.device)
+    test, config = held_out_split(run_dir)
+    eval_config = EvalConfig(
+        batch_size=config["evaluation"]["batch_size"],  # the run's own batches of held-out images
+        iw_samples=k,
+        iw_batch_size=args.iw_batch_size,
+        max_images=args.max_images,
+        num_samples=0,
+        num_reconstructions=0,
+        speed_batches=0,
+    )
+    scores = evaluate(model, test, eval_config, device=args.device, seed=int(config["seed"]))
+    row = {"run_dir": str(run_dir), "run": config["name"], "seed": config["seed"], "k": k}
+    row["seconds"] = time.perf_counter() - t0
+    prefixes = ("test_nats", "test_bpd", "test_iw", "test_num")
+    row.update({key: value for key, value in scores.items() if key.startswith(prefixes)})
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", help="run folders (OUT/<experiment>/runs/<run>/seed<k>)")
-    parser.add_argument("--k", type=int, default=1000, help="importance samples (1000)")
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=[1000], help="importance samples, one or more (1000)"
+    )
     parser.add_argument("--max-images", type=int, default=None, help="first N held-out images (all)")
     parser.add_argument("--iw-batch-size", type=int, default=10000, help="images x samples per pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -48,38 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     doc = {"command": " ".join(sys.argv), "k": args.k, "runs": []}
     for run_dir in map(Path, args.runs):
-        if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
-            doc["runs"].append({"run_dir": str(run_dir), "skipped": "deadline"})
-            continue
-        t0 = time.perf_counter()
-        model = load_run_model(run_dir, args.device)
-        test, config = held_out_split(run_dir)
-        eval_config = EvalConfig(
-            batch_size=config["evaluation"]["batch_size"],  # the run's own batches of held-out images
-            iw_samples=args.k,
-            iw_batch_size=args.iw_batch_size,
-            max_images=args.max_images,
-            num_samples=0,
-            num_reconstructions=0,
-            speed_batches=0,
-        )
-        scores = evaluate(model, test, eval_config, device=args.device, seed=int(config["seed"]))
-        row = {
-            "run_dir": str(run_dir),
-            "run": config["name"],
-            "seed": config["seed"],
-            "seconds": time.perf_counter() - t0,
-        }
-        row.update(
-            {
-                k: v
-                for k, v in scores.items()
-                if k.startswith(("test_nats", "test_bpd", "test_iw", "test_num"))
-            }
-        )
-        doc["runs"].append(row)
-        print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+        for k in args.k:
+            if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
+                doc["runs"].append({"run_dir": str(run_dir), "k": k, "skipped": "deadline"})
+                continue
+            row = measure(run_dir, k, args)
+            doc["runs"].append(row)
+            print(json.dumps(row), flush=True)
+            Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

@@ -1,18 +1,24 @@
 """Divergence rate against learning rate, one line per setting, from an experiment folder
-(seed exercise 2, ``experiments/exercise2_mnist.yaml``); also prints the table behind it.
+(seed exercise 2: ``experiments/exercise2_power.yaml``, and the first design,
+``experiments/exercise2_mnist.yaml``); also prints the tables behind it.
 
-    python docs/scripts/stability_plot.py runs/exercise2_mnist docs/images/exercise2_divergence.png
+    python docs/scripts/stability_plot.py runs/exercise2_power docs/images/exercise2_power.png
 
-A setting is the hierarchy's cells (NVAE's, or a standard hierarchical VAE's conv cells) with
-spectral regularization on or off; its learning rate is the run's ``training.lr``. Each point is
-the fraction of a variant's runs that diverged, with its 95% Clopper-Pearson interval
-(:func:`genzoo.experiment.statistics.binomial_interval`); each pair of settings at one rate gets
-Fisher's exact test of equal divergence rates (``scipy.stats.fisher_exact``, two-sided). Where
-runs do not diverge, what else changes is read from their training logs: the largest gradient
-norm each run logged in the second half of its steps (the first steps' norms are large in
-every setting) and its loss spikes (logged steps whose loss is over twice the median of the
-five logged before it; early training, where the loss falls, has none). Only what the runs
-wrote is read: each run folder's ``config.yaml``, ``results.json`` and ``metrics.jsonl``.
+A setting is the hierarchy's cells (NVAE's, or a standard hierarchical VAE's conv cells) and its
+spectral regularization (off, a coefficient, or a coefficient annealed from ``coeff_init``); its
+learning rate is the run's ``training.lr``. Each point is the fraction of a setting's runs that
+diverged, with its 95% Clopper-Pearson interval
+(:func:`genzoo.experiment.statistics.binomial_interval`). Every setting with spectral
+regularization is compared with the same cells without it at the same rate by Fisher's exact
+test (``scipy.stats.fisher_exact``, two-sided), Holm-adjusted over those comparisons; a logistic
+regression of divergence on log(learning rate) and the spectral setting (and the cells, where
+there are several) pools the rates (``statsmodels``; a table that separates perfectly has no
+estimate, and the script says so); and the design's power is the Fisher test's, exact, for
+divergence rates a reader may care about. Where runs do not diverge, what else changes is read
+from their training logs: the largest gradient norm each run logged in the second half of its
+steps and its loss spikes (logged steps whose loss is over twice the median of the five logged
+before it). Only what the runs wrote is read: each run folder's ``config.yaml``,
+``results.json`` and ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -28,18 +34,36 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from genzoo.experiment.statistics import binomial_interval, summarize
+from genzoo.experiment.statistics import (
+    binomial_interval,
+    fisher_power,
+    holm_adjusted,
+    logistic_regression,
+    summarize,
+)
 from genzoo.layout import ExperimentPaths
+
+OFF = "off"
 
 
 def setting_of(config: dict) -> str:
-    """``"NVAE, spectral on"`` / ``"standard HVAE, spectral off"`` from a run's config."""
+    """``"standard HVAE, spectral off"``, ``"NVAE, spectral 0.01"``, ``"standard HVAE, spectral
+    0.01 annealed from 10"`` from a run's config (the regularizer's defaults: coefficient 1e-2,
+    no annealing)."""
     hierarchy = config["hierarchy"]
     cells = "standard HVAE" if hierarchy.get("decoder_cell") == "baselines.conv_cell" else "NVAE"
+    return f"{cells}, spectral {spectral_of(config)}"
+
+
+def spectral_of(config: dict) -> str:
     spectral = (config.get("regularizers") or {}).get("spectral")
-    key = spectral.get("key") if isinstance(spectral, dict) else spectral
-    on = key not in (None, "baselines.none")
-    return f"{cells}, spectral {'on' if on else 'off'}"
+    options = spectral if isinstance(spectral, dict) else {"key": spectral}
+    if options.get("key") in (None, "baselines.none"):
+        return OFF
+    label = f"{float(options.get('coeff', 1e-2)):g}"
+    if options.get("anneal"):
+        label += f" annealed from {float(options.get('coeff_init', 10.0)):g}"
+    return label
 
 
 def collect(exp_dir: Path) -> dict[tuple[str, float], list[dict]]:
@@ -112,22 +136,89 @@ def table(groups: dict[tuple[str, float], list[dict]]) -> str:
             f"{skipped.mean if skipped else 0:.1f} | {statistics.median(norms) if norms else float('nan'):.3g} | "
             f"{spikes.mean if spikes else 0:.1f} | {nll_text} |"
         )
-    lines += [
-        "",
-        "| cells | lr | diverged, spectral on | diverged, spectral off | Fisher's exact p (two-sided) |",
+    return "\n".join(lines + ["", fisher_table(groups), "", regression_text(groups), "", power_table(groups)])
+
+
+def _diverged(rows: list[dict]) -> int:
+    return sum(r["status"] == "diverged" for r in rows)
+
+
+def fisher_table(groups: dict[tuple[str, float], list[dict]]) -> str:
+    """Each setting with spectral regularization against the same cells without it, at each rate:
+    Fisher's exact p and the p Holm-adjusted over every comparison in the table."""
+    pairs = {}
+    for (setting, lr), rows in sorted(groups.items()):
+        cells, spectral = setting.split(", spectral ")
+        off = groups.get((f"{cells}, spectral {OFF}", lr))
+        if spectral != OFF and off:
+            k, k_off = _diverged(rows), _diverged(off)
+            p = stats.fisher_exact([[k, len(rows) - k], [k_off, len(off) - k_off]]).pvalue
+            pairs[(cells, lr, spectral)] = (f"{k} / {len(rows)}", f"{k_off} / {len(off)}", float(p))
+    adjusted = holm_adjusted({key: p for key, (_, _, p) in pairs.items()})
+    lines = [
+        "| cells | lr | spectral | diverged | diverged, spectral off | Fisher's exact p (two-sided) | Holm-adjusted p |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
-    lines.append("| --- | ---: | ---: | ---: | ---: |")
-    for (setting, lr), rows_on in sorted(groups.items()):
-        if not setting.endswith("spectral on"):
-            continue
-        cells = setting.split(",")[0]
-        rows_off = groups.get((f"{cells}, spectral off", lr))
-        if not rows_off:
-            continue
-        k_on, k_off = (sum(r["status"] == "diverged" for r in rs) for rs in (rows_on, rows_off))
-        _, p_value = stats.fisher_exact([[k_on, len(rows_on) - k_on], [k_off, len(rows_off) - k_off]])
+    for (cells, lr, spectral), (with_it, without, p) in pairs.items():
         lines.append(
-            f"| {cells} | {lr:g} | {k_on} / {len(rows_on)} | {k_off} / {len(rows_off)} | {p_value:.3f} |"
+            f"| {cells} | {lr:g} | {spectral} | {with_it} | {without} | {p:.3f} | {adjusted[(cells, lr, spectral)]:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def regression_text(groups: dict[tuple[str, float], list[dict]]) -> str:
+    """The logistic regression of divergence on log(lr) and the spectral setting (and the cells,
+    where there are several), or why there is none (one rate, one setting, separation)."""
+    rows = [
+        {"diverged": int(r["status"] == "diverged"), "lr": lr, "cells": setting.split(", spectral ")[0],
+         "spectral": setting.split(", spectral ")[1]}
+        for (setting, lr), runs in groups.items()
+        for r in runs
+    ]  # fmt: skip
+    terms = []
+    if len({r["lr"] for r in rows}) > 1:
+        terms.append("np.log(lr)")
+    if len({r["spectral"] for r in rows}) > 1 and any(r["spectral"] == OFF for r in rows):
+        terms.append(f"C(spectral, Treatment('{OFF}'))")
+    if len({r["cells"] for r in rows}) > 1:
+        terms.append("C(cells)")
+    if not terms:
+        return "Logistic regression: one rate and one setting, nothing to regress on."
+    fit = logistic_regression(rows, "diverged ~ " + " + ".join(terms))
+    head = f"Logistic regression `{fit.formula}` over {fit.n} runs"
+    if fit.problem:
+        return f"{head}: no estimate ({fit.problem}); read the per-cell rates and Fisher's tests."
+    lines = [f"{head} (Wald 95% intervals; odds ratios against spectral off):", "",
+             "| term | log-odds (95% CI) | odds ratio (95% CI) | p |", "| --- | --- | --- | ---: |"]  # fmt: skip
+    for c in fit.coefficients:
+        ratio, low, high = c.odds_ratio
+        lines.append(
+            f"| {c.term} | {c.estimate:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}] | "
+            f"{ratio:.3g} [{low:.3g}, {high:.3g}] | {c.p_value:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+POWER_CASES = ((0.5, 0.1), (0.7, 0.2), (0.9, 0.1), (0.3, 0.0))
+"""Divergence rates without and with spectral regularization whose difference the power table
+asks about."""
+
+
+def power_table(groups: dict[tuple[str, float], list[dict]]) -> str:
+    """The exact power of one Fisher comparison with this design's runs per setting, at the 5%
+    level and at the Bonferroni level of the family (a lower bound of Holm's power)."""
+    n = min(len(rows) for rows in groups.values())
+    family = max(1, sum(not s.endswith(f"spectral {OFF}") for s, _ in groups))
+    lines = [
+        f"Power of one comparison with {n} runs per setting (Fisher's exact test, two-sided, exact):",
+        "",
+        f"| divergence off | divergence on | power at 5% | power at 5% / {family} |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for p_off, p_on in POWER_CASES:
+        lines.append(
+            f"| {p_off:.2f} | {p_on:.2f} | {fisher_power(n, n, p_off, p_on):.2f} | "
+            f"{fisher_power(n, n, p_off, p_on, alpha=0.05 / family):.2f} |"
         )
     return "\n".join(lines)
 

@@ -8,7 +8,10 @@ NVAE evaluates on CelebA's *validation* partition (its ``validation.lmdb`` holds
 images), hence ``test_split: valid`` by default; ``test`` selects the official test partition.
 
 Files: torchvision's layout, ``root/celeba/img_align_celeba/*.jpg`` and
-``root/celeba/list_eval_partition.txt``; ``root`` may also be the ``celeba`` folder itself.
+``root/celeba/list_eval_partition.txt``; ``root`` may also be the ``celeba`` folder itself
+(``root``: ``data/celeba``, or ``$GENZOO_DATA/celeba``: :mod:`~genzoo_plugins.data.options`).
+torchvision's download (``download: true``) reads from Google Drive, which often refuses it (a
+daily quota) and needs the ``gdown`` package; the error then says which files to put where.
 Without the partition file, the standard partition by file number is used (train 1-162770,
 valid 162771-182637, test 182638-202599). Images are read from disk at each access.
 """
@@ -24,9 +27,9 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
-from genzoo.validation import check_bool, check_choice, check_int, check_path
+from genzoo.validation import check_bool, check_choice, check_int
 from genzoo_plugins.data.image_tensors import ImageFiles
-from genzoo_plugins.data.options import check_split
+from genzoo_plugins.data.options import DOWNLOAD_HINT, check_split, data_root, elsewhere, folder_text
 
 KEY = "data.celeba64"
 IMAGES = "img_align_celeba"
@@ -51,7 +54,7 @@ def crop_face(image: Image.Image, *, size: int = 64) -> Image.Image:
 
 def _layout(root: Path) -> str:
     return (
-        f"{str(root / 'celeba' / IMAGES)!r} holding the aligned JPEGs 000001.jpg ... 202599.jpg "
+        f"{folder_text(root / 'celeba' / IMAGES)} holding the aligned JPEGs 000001.jpg ... 202599.jpg "
         f"(img_align_celeba.zip from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, extracted), and "
         f"optionally {str(root / 'celeba' / PARTITION)!r}"
     )
@@ -60,9 +63,10 @@ def _layout(root: Path) -> str:
 class CelebA64(ImageDataset):
     """CelebA, 3x64x64, 8-bit, cropped and resized as NVAE does.
 
-    :param root: folder holding ``celeba/img_align_celeba/`` (or holding ``img_align_celeba/``).
+    :param root: folder holding ``celeba/img_align_celeba/`` (or holding ``img_align_celeba/``); a
+        root in ``data/`` is read under ``$GENZOO_DATA`` when that is set.
     :param download: download with torchvision when the files are missing (Google Drive; needs
-        network and the ``gdown`` package).
+        network and the ``gdown`` package, and often fails on Drive's quota).
     :param test_split: the partition used as the test split: ``"valid"`` (NVAE) or ``"test"``.
     :param hflip: random horizontal flips in the train split (NVAE's augmentation).
     :param num_bits: bit depth, 1 to 8 (keeps the top bits of each byte).
@@ -79,7 +83,7 @@ class CelebA64(ImageDataset):
         hflip: bool = True,
         num_bits: int = 8,
     ) -> None:
-        self.root = check_path("root", root, component=KEY)
+        self.root = data_root(KEY, root)
         check_bool("download", download, component=KEY)
         check_choice("test_split", test_split, ("valid", "test"), component=KEY)
         self.hflip = check_bool("hflip", hflip, component=KEY)
@@ -88,7 +92,7 @@ class CelebA64(ImageDataset):
         if base is None:
             raise ConfigError(
                 f"{KEY}: CelebA was not found under option 'root' = {str(self.root)!r}. Expected "
-                f"{_layout(self.root)}; or set 'download: true' where the network allows it."
+                f"{_layout(self.root)}; or {DOWNLOAD_HINT} (Google Drive: often refused). {elsewhere()}."
             )
         partition = self._partition(base)
         wanted = {"train": PARTITIONS["train"], "test": PARTITIONS[test_split]}
@@ -109,17 +113,19 @@ class CelebA64(ImageDataset):
                 return base
         return None
 
-    def _download(self) -> Path:
+    def _download(self) -> Path | None:
         from torchvision.datasets import CelebA
 
         try:
             CelebA(str(self.root), split="all", download=True)
-        except Exception as exc:  # no network, quota, missing gdown: all mean "put the files"
+        except Exception as exc:  # no network, Drive's quota, missing gdown: all mean "put the files"
             raise ConfigError(
                 f"{KEY}: downloading CelebA into {str(self.root / 'celeba')!r} failed "
-                f"({type(exc).__name__}: {exc}). Expected {_layout(self.root)}."
+                f"({type(exc).__name__}: {exc}); torchvision downloads it from Google Drive, which "
+                "often refuses (a daily quota) and needs the gdown package. Download it by hand "
+                f"instead: expected {_layout(self.root)}. {elsewhere()}."
             ) from exc
-        return self.root / "celeba"
+        return self._find()
 
     def _partition(self, base: Path) -> list[tuple[str, int]]:
         """``(file name, partition code)`` for every image, from the file or by file number."""

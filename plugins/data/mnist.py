@@ -6,10 +6,12 @@ never sees the same binary image twice. Images stay 28x28: NVAE pads them to 32x
 hierarchy and scores the 28x28 interior (D = 784 for bits/dim), so padding here would count the
 border in the likelihood. ``binarize: false`` gives the 8-bit grey images instead.
 
-Files: the four IDX files of LeCun's distribution (raw or ``.gz``) in ``root``, or in
-``root/MNIST/raw`` where torchvision downloads them. Any pair of IDX files, or disjoint index
-ranges of one file, can serve as the splits, e.g. the 10,000 test images alone as
-``train_file: t10k-images-idx3-ubyte``, ``train_range: [0, 8000]``, ``test_range: [8000, 10000]``.
+Files: the image files of LeCun's distribution, ``train-images-idx3-ubyte`` and
+``t10k-images-idx3-ubyte`` (raw or ``.gz``), in ``root`` (``data/mnist``, or
+``$GENZOO_DATA/mnist``: :mod:`~genzoo_plugins.data.options`), or in ``root/MNIST/raw`` where
+torchvision downloads them. Any pair of IDX files, or disjoint index ranges of one file, can serve
+as the splits, e.g. the 10,000 test images alone as ``train_file: t10k-images-idx3-ubyte``,
+``train_range: [0, 8000]``, ``test_range: [8000, 10000]``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import genzoo
 from genzoo.errors import ConfigError
 from genzoo.validation import check_bool
 from genzoo_plugins.data.idx import IdxImages
+from genzoo_plugins.data.options import DOWNLOAD_HINT, data_root, elsewhere, folder_text
 
 TRAIN_FILE = "train-images-idx3-ubyte"
 TEST_FILE = "t10k-images-idx3-ubyte"
@@ -28,7 +31,8 @@ TEST_FILE = "t10k-images-idx3-ubyte"
 class MNIST(IdxImages):
     """MNIST digits, 1x28x28, dynamically binarized (``num_bits`` 1) or 8-bit grey.
 
-    :param root: folder holding the IDX files (also searched: ``root/MNIST/raw``).
+    :param root: folder holding the IDX files (also searched: ``root/MNIST/raw``); a root in
+        ``data/`` is read under ``$GENZOO_DATA`` when that is set.
     :param train_file, test_file: file names (raw or ``.gz``) relative to ``root``.
     :param train_range, test_range: ``[start, stop)`` image indices of each split in its file.
     :param binarize: dynamic binarization (default, as NVAE); false for 8-bit grey images.
@@ -50,10 +54,11 @@ class MNIST(IdxImages):
         download: bool = False,
     ) -> None:
         self.download = check_bool("download", download, component=self.key)
+        self._wanted = list(dict.fromkeys(str(name) for name in (train_file, test_file)))
         super().__init__(
             train_file=train_file,
             test_file=test_file,
-            root=root,
+            root=data_root(self.key, root),
             train_range=train_range,
             test_range=test_range,
             num_bits=8,
@@ -70,13 +75,20 @@ class MNIST(IdxImages):
                 if path.is_file():
                     return path
         looked = ", ".join(repr(str(p)) for p in tried)
+        one_file = (
+            " With the test file alone, set 'train_file' to it and split it with "
+            "'train_range'/'test_range', e.g. [0, 8000] and [8000, 10000]."
+            if name.name.startswith(TRAIN_FILE)
+            else ""
+        )
         raise ConfigError(
             f"{self.key}: option {option!r}: the MNIST file {str(name)!r} was not found (looked for "
-            f"{looked}). Put the IDX files {TRAIN_FILE} and {TEST_FILE} (raw or .gz) in "
-            f"{str(self.root)!r}, set 'root' to where they are, or set 'download: true' where the "
-            "network allows it. With the test file alone, set 'train_file' to it and split it with "
-            "'train_range'/'test_range', e.g. [0, 8000] and [8000, 10000]."
+            f"{looked}). Put {self._what_to_put()} in {folder_text(self.root)}, or {DOWNLOAD_HINT}. "
+            f"{elsewhere()}.{one_file}"
         )
+
+    def _what_to_put(self) -> str:
+        return f"the IDX file{'s' if len(self._wanted) > 1 else ''} {' and '.join(self._wanted)} (raw or .gz)"
 
     def _download(self) -> None:
         from torchvision.datasets import MNIST as TorchvisionMNIST
@@ -88,8 +100,8 @@ class MNIST(IdxImages):
         except Exception as exc:  # no network, a proxy, a mirror down: all mean "put the files"
             raise ConfigError(
                 f"{self.key}: downloading MNIST into {str(root / 'MNIST' / 'raw')!r} failed "
-                f"({type(exc).__name__}: {exc}). Put the IDX files {TRAIN_FILE} and {TEST_FILE} "
-                f"(raw or .gz) in {str(root)!r} instead."
+                f"({type(exc).__name__}: {exc}). Put {self._what_to_put()} in {folder_text(root)} instead. "
+                f"{elsewhere()}."
             ) from exc
 
 

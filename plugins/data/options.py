@@ -1,22 +1,35 @@
-"""Splits and their arithmetic, shared by the built-in datasets (option checks themselves are
-:mod:`genzoo.validation`'s, with ``component=`` the dataset's key).
+"""Splits and their arithmetic, and where the data is, shared by the built-in datasets (option
+checks themselves are :mod:`genzoo.validation`'s, with ``component=`` the dataset's key).
 
 Every message starts with the dataset's registry key and names the option (or file), the value
 given and what was expected, so that an error in an experiment file can be fixed from the
 message alone.
+
+Data roots: MNIST, CIFAR-10 and CelebA 64 default to ``data/mnist``, ``data/cifar10`` and
+``data/celeba``, relative to the folder ``genzoo`` runs from, as the experiment files that ship
+name them. ``GENZOO_DATA``, when set, is the folder that stands for ``data/`` in those roots
+(``data/mnist`` reads ``$GENZOO_DATA/mnist``), so one variable points every experiment at a
+shared copy of the datasets; other roots are taken as given.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from genzoo.errors import ConfigError
-from genzoo.validation import check_bool, check_int
+from genzoo.validation import check_bool, check_int, check_path
 
 SPLITS = ("train", "test")
+DATA_ENV = "GENZOO_DATA"
+DATA_FOLDER = "data"
+DOWNLOAD_HINT = (
+    "set 'download: true' (in an experiment: --set data.dataset.download=true) where the network allows it"
+)
 
 
 def check_split(key: str, name: Any) -> str:
@@ -30,6 +43,32 @@ def check_bit_depth(key: str, num_bits: Any, binarize: Any) -> int:
     check_bool("binarize", binarize, component=key)
     check_int("num_bits", num_bits, 1, 8, component=key)
     return 1 if binarize else num_bits
+
+
+def data_root(key: str, root: Any) -> Path:
+    """The folder option ``root`` names, with its leading ``data/`` read as ``$GENZOO_DATA``
+    when that is set (relative roots only)."""
+    given = check_path("root", root, component=key)
+    base = os.environ.get(DATA_ENV)
+    if base and not given.is_absolute() and given.parts[:1] == (DATA_FOLDER,):
+        return Path(base).expanduser().joinpath(*given.parts[1:])
+    return given
+
+
+def folder_text(path: Path) -> str:
+    """``path`` quoted for a message; a relative one also as the absolute folder it names here."""
+    return repr(str(path)) if path.is_absolute() else f"{str(path)!r} ({str(path.absolute())!r} here)"
+
+
+def elsewhere() -> str:
+    """The end of a missing-data message: how to read the files from another folder."""
+    base = os.environ.get(DATA_ENV)
+    now = f"; it is {base!r} now" if base else ""
+    return (
+        "To read them from another folder, set option 'root' (in an experiment: "
+        f"--set data.dataset.root=PATH), or set {DATA_ENV} to the folder that stands for 'data/' in "
+        f"the roots data/mnist, data/cifar10 and data/celeba{now}"
+    )
 
 
 def index_range(key: str, option: str, value: Any, count: int, where: str) -> range:
