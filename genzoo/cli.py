@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genzoo import __version__
-from genzoo.discovery import get_host
+from genzoo.discovery import component_listing, get_host
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.kinds import KIND_NAMES
 
@@ -49,11 +49,11 @@ def _configure_list(p: argparse.ArgumentParser) -> Command:
     p.add_argument("--kind", choices=sorted(KIND_NAMES), help="only components of this kind")
 
     def run(args: argparse.Namespace) -> int:
-        entries = get_host().registry.list(args.pattern, args.kind)
+        entries = component_listing(args.pattern, args.kind)  # cached: no torch while nothing changed
         if not entries:
             print(f"no component matches {args.pattern!r}" + (f" of kind {args.kind}" if args.kind else ""))
             return 0
-        rows = [(e.kind, e.key, e.plugin.name, e.description) for e in entries]
+        rows = [(e.kind, e.key, e.plugin, e.description) for e in entries]
         print(_table(rows, ("kind", "key", "plugin", "description")))
         return 0
 
@@ -129,7 +129,7 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
         if args.launcher is None:
             from genzoo.cpu_share import cpu_training
 
-            with cpu_training(get_host(), _trains_on_cpu(experiment, args.device)):
+            with cpu_training(_trains_on_cpu(experiment, args.device)):
                 outcome = run_matrix(experiment, args.out, **common)
             print(f"report: {outcome.exp_dir / 'report.md'}")
             return outcome.exit_code
@@ -184,7 +184,7 @@ def _configure_report(p: argparse.ArgumentParser) -> Command:
     return run
 
 
-@command("status", help="show each run of an experiment folder: state, step, job")
+@command("status", help="show each run of an experiment folder: state, step (and how old it is), job")
 def _configure_status(p: argparse.ArgumentParser) -> Command:
     p.add_argument("dir", help="an experiment output folder (OUT/<name>)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
@@ -199,22 +199,37 @@ def _configure_status(p: argparse.ArgumentParser) -> Command:
             for row in rows:
                 print(json.dumps(dataclasses.asdict(row)))
             return 0
-        body = [(r.run, r.state, r.progress(), r.job_id or "-", r.detail) for r in rows]
-        print(_table(body, ("run", "state", "step", "job", "detail")))
+        body = [(r.run, r.state, r.progress(), r.age(), r.job_id or "-", r.detail) for r in rows]
+        print(_table(body, ("run", "state", "step", "read", "job", "detail")))
         return 0
 
     return run
 
 
-@command("sample", help="write a sample grid from a trained run")
+@command("sample", help="write a sample grid from a trained run, drawn as its own grids are")
 def _configure_sample(p: argparse.ArgumentParser) -> Command:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
     p.add_argument("--temperature", "-t", type=float, default=1.0, help="prior temperature (default 1.0)")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", type=int, help="number of samples (default: the run's evaluation.num_samples)")
     p.add_argument("--out", help="PNG file to write (default: RUN_DIR/samples_cli_t<T>.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default: the run's seed, which its own sample grids use")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--readjust-bn", action="store_true", help="readjust BatchNorm statistics first (NVAE)")
+    p.add_argument(
+        "--readjust-bn",
+        action=argparse.BooleanOptionalAction,
+        help="re-estimate BatchNorm statistics from the model's own samples before drawing, for any "
+        "hierarchy with BatchNorm layers (default: the run's evaluation.bn_readjust, on unless it "
+        "was turned off; without it such models draw mostly noise)",
+    )
+    p.add_argument(
+        "--bn-readjust-iters", type=int, metavar="N", help="default: the run's evaluation.bn_readjust_iters"
+    )
+    p.add_argument(
+        "--bn-readjust-batch-size",
+        type=int,
+        metavar="N",
+        help="default: the run's evaluation.bn_readjust_batch_size",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from genzoo.experiment.sampling import sample_run
@@ -228,6 +243,8 @@ def _configure_sample(p: argparse.ArgumentParser) -> Command:
                 seed=args.seed,
                 device=args.device,
                 readjust_bn=args.readjust_bn,
+                bn_readjust_iters=args.bn_readjust_iters,
+                bn_readjust_batch_size=args.bn_readjust_batch_size,
             )
         )
         return 0

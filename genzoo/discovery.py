@@ -11,16 +11,25 @@ Plugins are found in three places, in this order:
 
 A plugin is a module with ``@genzoo.hookimpl`` functions. It may declare the plugin-API
 version it was written for as ``GENZOO_PLUGIN_API = 1``; a mismatch is refused at load time.
+
+Loading the plugins imports their component modules, and with them torch; ``genzoo list`` reads
+a cached listing instead while nothing it came from has changed (:func:`component_listing`).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.resources
+import importlib.util
+import json
 import os
+import sys
+import sysconfig
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,8 +38,9 @@ import pluggy
 import yaml
 
 from genzoo import hookspecs
+from genzoo.atomic import atomic_write_text
 from genzoo.errors import GenzooError, PluginLoadError
-from genzoo.registry import PluginInfo, Registry
+from genzoo.registry import PluginInfo, Registry, matching_entries
 
 ENTRY_POINT_GROUP = "genzoo.plugins"
 DISABLE_AUTOLOAD_ENV = "GENZOO_DISABLE_PLUGIN_AUTOLOAD"
@@ -255,3 +265,107 @@ def reset_host(host: PluginHost | None = None) -> None:
     global _default_host
     with _default_lock:
         _default_host = host
+
+
+# -- the listing of `genzoo list`, without importing the plugins' component modules ------------
+@dataclass(frozen=True)
+class ListedComponent:
+    """One line of ``genzoo list``: a registered component, with nothing to build it from."""
+
+    kind: str
+    key: str
+    plugin: str
+    description: str
+
+
+def component_listing(pattern: str = "*", kind: str | None = None) -> list[ListedComponent]:
+    """The components of the process-wide registry whose key matches ``pattern`` (and of
+    ``kind``), as :meth:`Registry.list` gives them.
+
+    Registrations are made by importing each plugin's component modules, which import torch
+    (seconds; many more on a busy machine). So the listing is kept in ``~/.cache/genzoo/`` beside
+    a fingerprint of what it was read from (the built-in plugin list, the installed plugins'
+    entry points, the size and modification time of every file of genzoo and of each plugin's
+    package, and of the site-packages folder), and read back, importing nothing, while that
+    fingerprint holds. A host already loaded in this process is listed as it is.
+    """
+    with _default_lock:
+        loaded = _default_host is not None
+    fingerprint = None if loaded else _listing_fingerprint()
+    cache = _listing_cache_file()
+    listing = _read_listing(cache, fingerprint) if fingerprint and cache else None
+    if listing is None:
+        listing = [
+            ListedComponent(e.kind, e.key, e.plugin.name, e.description) for e in get_registry().list()
+        ]
+        if fingerprint and cache:
+            _write_listing(cache, fingerprint, listing)
+    return matching_entries(listing, pattern, kind)
+
+
+def _listing_cache_file() -> Path | None:
+    try:
+        home = Path.home()
+    except RuntimeError:  # no home folder to cache in
+        return None
+    interpreter = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
+    return home / ".cache" / "genzoo" / f"listing-{interpreter}.json"
+
+
+def _listing_fingerprint() -> str | None:
+    """A hash of everything the plugins' registrations are read from (see
+    :func:`component_listing`), found without importing the plugins (only their parent packages,
+    as ``importlib.util.find_spec`` does); None where that cannot be told."""
+    try:
+        registry_path, registry_text = _read_registry_file(None)
+        modules = [item["module"] for item in yaml.safe_load(registry_text)["plugins"]]
+        points = []
+        if not os.environ.get(DISABLE_AUTOLOAD_ENV):
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = getattr(ep, "dist", None)
+                release = [dist.metadata["Name"], dist.version] if dist is not None else None
+                points.append([ep.name, ep.value, release])
+                modules.append(ep.module)
+        files = []
+        for module in ("genzoo", *modules):
+            spec = importlib.util.find_spec(module)
+            files += _file_stats(list(spec.submodule_search_locations or [spec.origin]))
+        sites = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+        state = {
+            "registry": [registry_path, registry_text],
+            "entry_points": sorted(points, key=str),
+            "files": files,
+            "site": [[site, os.stat(site).st_mtime_ns] for site in sites],
+        }
+    except Exception:  # loading the plugins then reports whatever it is, properly
+        return None
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def _file_stats(roots: list[str]) -> list[list]:
+    stats = []
+    for root in roots:
+        paths = [Path(root)] if os.path.isfile(root) else sorted(Path(root).rglob("*"))
+        for path in paths:
+            if "__pycache__" not in path.parts and path.is_file():
+                info = path.stat()
+                stats.append([str(path), info.st_mtime_ns, info.st_size])
+    return stats
+
+
+def _read_listing(cache: Path, fingerprint: str) -> list[ListedComponent] | None:
+    try:
+        doc = json.loads(cache.read_text(encoding="utf-8"))
+        if doc["fingerprint"] != fingerprint:
+            return None
+        return [ListedComponent(**row) for row in doc["components"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_listing(cache: Path, fingerprint: str, listing: list[ListedComponent]) -> None:
+    doc = {"fingerprint": fingerprint, "components": [asdict(c) for c in listing]}
+    try:
+        atomic_write_text(cache, json.dumps(doc, indent=1) + "\n")
+    except GenzooError:
+        pass  # an unwritable home: the next `genzoo list` loads the plugins again

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from genzoo.errors import (
     ComponentTypeError,
@@ -240,14 +240,7 @@ class Registry:
 
     def list(self, pattern: str = "*", kind: str | None = None) -> list[Entry]:
         """Entries whose key matches the shell-style ``pattern``, sorted by kind then key."""
-        if kind is not None and kind not in KIND_NAMES:
-            raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}")
-        found = [
-            e
-            for e in self._entries.values()
-            if fnmatch.fnmatchcase(e.key, pattern) and (kind is None or e.kind == kind)
-        ]
-        return sorted(found, key=lambda e: (e.kind, e.key))
+        return matching_entries(self._entries.values(), pattern, kind)
 
     def namespaces(self) -> list[str]:
         """The ``plugin`` parts of the registered ``plugin.component`` keys, sorted."""
@@ -268,6 +261,28 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class _Keyed(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+
+
+_Listed = TypeVar("_Listed", bound=_Keyed)
+
+
+def matching_entries(
+    entries: Iterable[_Listed], pattern: str = "*", kind: str | None = None
+) -> list[_Listed]:
+    """The ``entries`` (anything with ``kind`` and ``key``) whose key matches the shell-style
+    ``pattern``, of ``kind`` when given, sorted by kind then key: :meth:`Registry.list`'s rule,
+    also for a listing read without loading the plugins (:func:`genzoo.discovery.component_listing`)."""
+    if kind is not None and kind not in KIND_NAMES:
+        raise RegistryError(f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}")
+    found = [e for e in entries if fnmatch.fnmatchcase(e.key, pattern) and (kind is None or e.kind == kind)]
+    return sorted(found, key=lambda e: (e.kind, e.key))
 
 
 BUILD_FACTS = ("expansion", "num_bits")

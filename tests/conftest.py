@@ -1,6 +1,13 @@
+"""What every test shares. The suite runs without the installed plugins of whoever runs it:
+``GENZOO_DISABLE_PLUGIN_AUTOLOAD`` is set for the whole session, here at import, before any test
+builds a plugin host, so the subprocesses tests start inherit it too. A test of autoloading
+turns it back on for itself with the :func:`autoload` fixture and installs its own plugins
+(``site_dir``, ``example``)."""
+
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import pytest
@@ -8,6 +15,14 @@ import torch
 from example_plugin import forget_example, install_example
 
 import genzoo
+
+os.environ[genzoo.DISABLE_AUTOLOAD_ENV] = "1"
+
+
+@pytest.fixture
+def autoload(monkeypatch):
+    """Entry-point autoload on for one test, which brings its own plugins (``site_dir``)."""
+    monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV, raising=False)
 
 
 @pytest.fixture
@@ -35,18 +50,20 @@ def site_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def example(site_dir, monkeypatch):
+def example(site_dir, autoload, monkeypatch):
     """The example third-party plugin (``examples/genzoo-plugin-example``), discoverable as an
-    installed distribution for one test; yields its version."""
-    monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV, raising=False)
+    installed distribution for one test, with autoload on; yields its version."""
     yield install_example(site_dir, monkeypatch)
     forget_example()
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(monkeypatch):
     """One intra-op thread for the test: what the subprocesses of the same test use
-    (``OMP_NUM_THREADS=1``), so results compare exactly, and no oversubscribed cores."""
+    (``OMP_NUM_THREADS=1``), so results compare exactly, and no oversubscribed cores. Runs
+    trained in the test's own process take it too (``training.cpu_threads: auto`` reads
+    ``OMP_NUM_THREADS``)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -71,13 +71,18 @@ def write_matrix(folder: Path, *, steps: int = 8, checkpoint_every: int = 2, lau
 def reference_run(root: Path, only: list[str] | None = None, **matrix) -> Path:
     """The matrix trained in this process, on one thread as the jobs: its experiment folder
     (treat as read-only)."""
-    threads = torch.get_num_threads()
+    threads, setting = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # what training.cpu_threads: auto reads, as in the jobs
     torch.set_num_threads(1)
     try:
         experiment = load_experiment(write_matrix(root, **matrix))
         outcome = run_matrix(experiment, root / "out", only=only, echo=lambda _: None)
     finally:
         torch.set_num_threads(threads)
+        if setting is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = setting
     assert outcome.exit_code == 0
     return outcome.exp_dir
 

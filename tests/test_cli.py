@@ -135,3 +135,75 @@ def test_genzoo_re_exports_every_interface_it_names_lazily():
     assert set(genzoo._INTERFACES) == set(genzoo.interfaces.__all__) - {"RESAMPLE_MODES"}
     for name in genzoo._INTERFACES:
         assert getattr(genzoo, name) is getattr(genzoo.interfaces, name)
+
+
+TINY_RUN = """\
+name: tiny
+seeds: [3]
+data:
+  dataset: {key: data.shapes, image_size: 16, channels: 1, num_bits: 1, num_train: 64, num_test: 16}
+training: {steps: 6, batch_size: 16, lr: 0.005, lr_warmup_steps: 1, ema_decay: 0.9, precision: fp32,
+           progress_bar: false}
+evaluation: {batch_size: 4, iw_samples: 2, temperatures: [0.7, 1.0], num_samples: 10,
+             bn_readjust_iters: 3, bn_readjust_batch_size: 5, num_reconstructions: 2, speed_batches: 0}
+variants:
+  vae:  # a hierarchy with BatchNorm layers that is not NVAE's
+    hierarchy: {key: baselines.standard_vae, num_channels: 8, latent_chs: 4, num_downsamples: 2}
+"""
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same CPU kernels in both processes, so pixels compare exactly
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished run of a tiny standard VAE (seed 3, EMA weights), trained once for the module."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "tiny.yaml").write_text(TINY_RUN)
+    out = genzoo_cli("run", "tiny.yaml", "--out", "out", cwd=root, env_extra=ONE_THREAD)
+    assert out.returncode == 0, out.stderr
+    return root / "out" / "tiny" / "runs" / "vae" / "seed3"
+
+
+def pixels(path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+@pytest.mark.parametrize("temperature", ["0.7"])  # 1: the readjusted case of the next test
+def test_sample_redraws_the_runs_own_grid(tiny_run, tmp_path, temperature):
+    """By default `genzoo sample` draws as the run's evaluation drew its samples_t<T>.png: the run's
+    seed, its number of samples, BatchNorm readjusted with its settings, the same chunks and rows."""
+    grid = tmp_path / "grid.png"
+    out = genzoo_cli(
+        "sample", str(tiny_run), "-t", temperature, "--out", str(grid), cwd=tmp_path, env_extra=ONE_THREAD
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(grid)
+    own = pixels(tiny_run / f"samples_t{temperature}.png")
+    assert own.shape[:2] == (2 + 2 * 18, 2 + 8 * 18)  # 10 images of 16x16, 8 a row, 2 pixels apart
+    assert (pixels(grid) == own).all()
+
+
+def test_sample_without_bn_readjustment_draws_another_grid(tiny_run, tmp_path):
+    """--no-readjust-bn samples with the BatchNorm statistics of training (NVAE's App. B: worse
+    samples); --readjust-bn with the run's own settings, spelt out, is the default."""
+    own = pixels(tiny_run / "samples_t1.png")
+    readjusted = ["--readjust-bn", "--bn-readjust-iters", "3", "--bn-readjust-batch-size", "5"]
+    for flags, same in ((["--no-readjust-bn"], False), (readjusted, True)):
+        grid = tmp_path / "grid.png"
+        out = genzoo_cli(
+            "sample", str(tiny_run), "--out", str(grid), *flags, cwd=tmp_path, env_extra=ONE_THREAD
+        )
+        assert out.returncode == 0, out.stderr
+        assert (pixels(grid) == own).all() == same, flags
+
+
+def test_sample_writes_into_the_run_folder_and_checks_its_options(tiny_run, tmp_path):
+    out = genzoo_cli("sample", str(tiny_run), "-t", "0.7", "-n", "3", "--seed", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tiny_run / "samples_cli_t0.7.png")
+    assert pixels(tiny_run / "samples_cli_t0.7.png").shape[:2] == (2 + 18, 2 + 3 * 18)
+    bad = genzoo_cli("sample", str(tiny_run), "--bn-readjust-batch-size", "1", cwd=tmp_path)
+    assert bad.returncode == 2 and "--bn-readjust-batch-size 1" in bad.stderr

@@ -3,6 +3,9 @@ experiment files; with real ``*.dist-info`` folders, nothing mocked."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -12,7 +15,7 @@ import genzoo
 from genzoo import PluginHost
 
 
-def test_installed_plugin_is_found_through_its_entry_point(site_dir):
+def test_installed_plugin_is_found_through_its_entry_point(site_dir, autoload):
     make_distribution(
         site_dir,
         "genzoo-double",
@@ -43,7 +46,7 @@ def test_environment_variable_turns_off_autoloading(site_dir, monkeypatch):
     assert "double" not in host.plugins and "double.gate" not in host.registry
 
 
-def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_dir):
+def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_dir, autoload):
     make_distribution(
         site_dir,
         "genzoo-broken",
@@ -60,7 +63,7 @@ def test_plugin_failing_on_import_is_named_with_its_entry_point_and_cause(site_d
     assert "ModuleNotFoundError" in message and "not_a_real_module_xyz" in message
 
 
-def test_same_key_from_two_installed_plugins_names_both(site_dir):
+def test_same_key_from_two_installed_plugins_names_both(site_dir, autoload):
     make_distribution(
         site_dir,
         "genzoo-aaa",
@@ -80,6 +83,32 @@ def test_same_key_from_two_installed_plugins_names_both(site_dir):
         host.load_entry_points()
     assert "'aaa' (installed, genzoo-aaa 1.0)" in str(err.value)
     assert "'bbb' (installed, genzoo-bbb 2.5)" in str(err.value)
+
+
+BOGUS_PLUGIN = "raise RuntimeError('a plugin of whoever runs the tests')\n"
+
+
+def test_the_suite_runs_without_installed_plugins_unless_a_test_turns_autoload_on(
+    site_dir, fresh_host, monkeypatch
+):
+    # A third-party plugin installed where the tests run (here one that breaks on import) is
+    # not loaded: the suite sets GENZOO_DISABLE_PLUGIN_AUTOLOAD (tests/conftest.py) ...
+    make_distribution(
+        site_dir, "genzoo-bogus", "9.9", {"bogus_plugin.py": BOGUS_PLUGIN}, {"bogus": "bogus_plugin"}
+    )
+    assert os.environ.get(genzoo.DISABLE_AUTOLOAD_ENV)
+    assert "bogus" not in genzoo.get_host().plugins
+    # ... and so do the processes a test starts, which inherit the environment.
+    path = os.pathsep.join(filter(None, [str(site_dir), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    listed = subprocess.run(
+        [sys.executable, "-m", "genzoo.cli", "plugins"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0 and "bogus" not in listed.stdout, listed.stderr
+    # A test of autoloading turns it back on for itself (the autoload fixture) and sees it.
+    monkeypatch.delenv(genzoo.DISABLE_AUTOLOAD_ENV)
+    with pytest.raises(genzoo.PluginLoadError, match=r"'bogus' \(installed, genzoo-bogus 9.9\)"):
+        PluginHost().load_entry_points()
 
 
 def test_registration_hook_that_raises_is_named(site_dir):

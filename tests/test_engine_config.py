@@ -35,11 +35,23 @@ def test_defaults_are_nvae_recipe():
         ("precision", "fp8"),
         ("betas", (0.9,)),
         ("channels_last", "yes"),
+        ("cpu_threads", 0),
+        ("cpu_threads", "all"),
+        ("cpu_threads", True),
     ],
 )
 def test_bad_train_option_names_field_and_value(field, value):
     with pytest.raises(ConfigError, match=rf"TrainConfig\.{field}="):
         TrainConfig(**{field: value})
+
+
+def test_cpu_threads_is_auto_by_default_and_a_count_changes_the_fingerprint():
+    # auto is resolved when the run starts (genzoo.cpu_share): not part of what a run hashes,
+    # so runs from before the option existed keep their fingerprint
+    assert TrainConfig().cpu_threads == "auto" and "cpu_threads" not in TrainConfig().changed()
+    assert TrainConfig(cpu_threads=4).changed() == {"cpu_threads": 4}
+    with pytest.raises(ConfigError, match=r"TrainConfig\.cpu_threads=0; expected 'auto' or an integer >= 1"):
+        TrainConfig(cpu_threads=0)
 
 
 @pytest.mark.parametrize(

@@ -102,3 +102,19 @@ def test_a_reset_peak_starts_below_an_earlier_larger_one():
     scope = efficiency.reset_peak_memory(torch.device("cpu"))
     after = efficiency.peak_memory_bytes(torch.device("cpu"), scope)
     assert scope == "run_rss" and after < before - 128 * 2**20
+
+
+def test_throughput_counts_the_load_checks_that_found_another_process():
+    answers = iter([0, 1, None, 2, 0])
+    throughput = Throughput(warmup=1, load_probe=lambda: next(answers), probe_every_s=0.0)
+    assert throughput.shared_load is None  # nothing checked yet
+    for _ in range(5):
+        throughput.step(8)
+    # four checks could be answered (None: not known), two of them found another process
+    assert (throughput.load_checks, throughput.shared_checks) == (4, 2)
+    assert throughput.shared_load == 0.5
+    assert Throughput().shared_load is None  # no probe: not known
+    slow = Throughput(load_probe=lambda: 1, probe_every_s=3600.0)
+    for _ in range(3):
+        slow.step(8)
+    assert slow.load_checks == 1  # asked at the first step, then not before the hour is out

@@ -1,5 +1,5 @@
-"""The training loop on a tiny model: exact resume after SIGINT, divergence, skipped steps,
-EMA, lifecycle hooks and the metrics log."""
+"""The training loop on a tiny model: exact resume after Ctrl-C (SIGINT) and SIGTERM, divergence,
+skipped steps, EMA, lifecycle hooks and the metrics log."""
 
 from __future__ import annotations
 
@@ -35,18 +35,19 @@ def _host(*plugins) -> PluginHost:
     return host
 
 
-class SigintAt:
-    """Sends this process SIGINT from the step-end hook, as Ctrl-C would."""
+class SignalAt:
+    """Sends this process a signal from the step-end hook: SIGINT as Ctrl-C would, SIGTERM as a
+    scheduler would."""
 
-    name = "sigint"
+    name = "signal"
 
-    def __init__(self, step: int) -> None:
-        self.at = step
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.at, self.signum = step, signum
 
     @genzoo.hookimpl
     def genzoo_step_end(self, step):
         if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
 
 
 def _model(seed: int = 0) -> TinyVAE:
@@ -54,48 +55,42 @@ def _model(seed: int = 0) -> TinyVAE:
     return TinyVAE()
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_ctrl_c_raises_after_the_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """From Python, Ctrl-C stops ``train()`` as it stops any script, with a KeyboardInterrupt, but
+    only after the step in flight and its checkpoint; training again resumes from it."""
     # 48 images / 16 per batch = 3 steps per epoch, so the run stops in the middle of an epoch.
     config = _config(steps=40, ema_decay=0.9, eval_every=10, seed=3)
     data, test = ToyImages(48), ToyImages(16, seed=1)
 
-    straight_model = _model()
-    straight = train(
-        straight_model,
-        data,
-        test,
-        config,
-        tmp_path / "a",
-        regularizers=[HeadSpectralNorm()],
-        eval_config=QUICK_EVAL,
-        host=_host(),
-    )
+    def fit(model, folder, *plugins):
+        regularizers = [HeadSpectralNorm()]
+        return train(
+            model,
+            data,
+            test,
+            config,
+            folder,
+            regularizers=regularizers,
+            eval_config=QUICK_EVAL,
+            host=_host(*plugins),
+        )
 
-    stopped = train(
-        _model(),
-        data,
-        test,
-        config,
-        tmp_path / "b",
-        regularizers=[HeadSpectralNorm()],
-        eval_config=QUICK_EVAL,
-        host=_host(SigintAt(19)),
-    )
+    straight_model = _model()
+    straight = fit(straight_model, tmp_path / "a")
+
+    with pytest.raises(KeyboardInterrupt) as ctrl_c:
+        fit(_model(), tmp_path / "b", SignalAt(19))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is the caller's again
+    stopped = ctrl_c.value.results  # the row, also in results.json: what stopped where
     assert stopped["status"] == "interrupted"
     assert stopped["step"] == 20  # the signal is acted on after the step in progress
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["data"] == {"epoch": 6, "start": 32, "seed": 3}
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "interrupted"
+    assert not (tmp_path / "b" / "error.txt").exists()  # an interrupt is no failure
+    checkpoint = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert (checkpoint["step"], checkpoint["data"]) == (20, {"epoch": 6, "start": 32, "seed": 3})
 
     resumed_model = _model(seed=99)  # different initial weights: everything must come from the checkpoint
-    resumed = train(
-        resumed_model,
-        data,
-        test,
-        config,
-        tmp_path / "b",
-        regularizers=[HeadSpectralNorm()],
-        eval_config=QUICK_EVAL,
-        host=_host(),
-    )
+    resumed = fit(resumed_model, tmp_path / "b")
     assert (resumed["status"], resumed["resumed_from"], resumed["step"]) == ("finished", 20, 40)
     assert resumed["final_loss"] == pytest.approx(straight["final_loss"], abs=1e-5)
     assert resumed["test_nats_elbo"] == pytest.approx(straight["test_nats_elbo"], abs=1e-5)
@@ -318,7 +313,8 @@ def test_held_out_curve_at_fixed_images_seen_survives_a_resume(tmp_path):
     data, test = ToyImages(48), ToyImages(16, seed=1)
     straight = train(_model(), data, test, config, tmp_path / "a", eval_config=curve, host=_host())
     assert straight["images_seen"] == 12 * 16
-    stopped = train(_model(), data, test, config, tmp_path / "b", eval_config=curve, host=_host(SigintAt(6)))
+    sigterm = SignalAt(6, signal.SIGTERM)  # a scheduler's stop: train() returns the interrupted row
+    stopped = train(_model(), data, test, config, tmp_path / "b", eval_config=curve, host=_host(sigterm))
     assert (stopped["status"], stopped["step"]) == ("interrupted", 7)  # stopped at a point of the curve
     train(_model(seed=5), data, test, config, tmp_path / "b", eval_config=curve, host=_host())
     runs = [read_metrics(tmp_path / run / "metrics.jsonl", "curve") for run in ("a", "b")]

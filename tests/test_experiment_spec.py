@@ -159,3 +159,65 @@ def test_only_selects_runs_and_rejects_unknown_names(tmp_path):
     assert {r.name for r in exp.select(["vae", "no_se"])} == {"vae", "no_se"}
     with pytest.raises(genzoo.ConfigError, match="--only nvea: no such variant or ablation"):
         exp.select(["nvea"])
+
+
+DEEP = """\
+name: demo
+data:
+  dataset: {key: data.shapes, image_size: 16}
+training:
+  steps: 100
+  batch_size: 8
+  lr: 0.01
+variants:
+  nvae:
+    hierarchy: {key: nvae.hierarchy, num_channels: 16}
+    training:
+      steps: 10
+      batch_size: 4
+ablations:
+  base: nvae
+  swaps:
+    no_se: {hierarchy.gate: baselines.none_gate}
+profiles:
+  quick:
+    evaluation.batch_size: 8
+"""
+
+
+@pytest.mark.parametrize(
+    "old, new, profile, match",
+    [
+        # the shared section's key, though the variant's own training block is merged over it
+        ("  lr: 0.01", "  lrr: 0.01", None, r"/exp.yaml:7:3: training.lrr: unknown key 'lrr'"),
+        (
+            "      batch_size: 4",
+            "      batch_sise: 4",
+            None,
+            r"/exp.yaml:13:7: variants.nvae.training.batch_sise",
+        ),
+        # a dotted key of a profile, and of an ablation's swap
+        (
+            "    evaluation.batch_size: 8",
+            "    evaluation.batch_sise: 8",
+            "quick",
+            r"/exp.yaml:20:5 \(profile 'quick'\)",
+        ),
+        (
+            "    evaluation.batch_size: 8",
+            "    evaluatio.batch_size: 8",
+            "quick",
+            r"/exp.yaml:20:5: profiles.quick.evaluatio: unknown key 'evaluatio'",
+        ),
+        (
+            "{hierarchy.gate: baselines.none_gate}",
+            "{training.stepz: 3}",
+            None,
+            r"/exp.yaml:17:13: ablations.swaps",
+        ),
+    ],
+)
+def test_a_misspelt_key_deep_in_a_block_points_at_its_own_line(tmp_path, old, new, profile, match):
+    assert old in DEEP
+    with pytest.raises(genzoo.ConfigError, match=match):
+        load_experiment(write(tmp_path, DEEP.replace(old, new, 1)), profile=profile)

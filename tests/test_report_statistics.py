@@ -49,7 +49,7 @@ def test_paired_interval_is_student_t_over_the_differences():
     assert (diff.ci_low, diff.ci_high) == pytest.approx((ci.low, ci.high))
 
 
-def test_an_interval_that_spans_zero_is_no_measurable_effect():
+def test_an_interval_that_spans_zero_is_no_effect_detected_with_what_it_does_not_rule_out():
     diff = paired_difference({0: 81.0, 1: 79.5, 2: 79.8}, BASE, ablation="plain_normal", base="nvae")
     # differences 1.0, -1.5, 0.3: mean -0.0667, sd = sqrt((1.0667^2 + 1.4333^2 + 0.3667^2) / 2)
     sd = math.sqrt(((1 + 1 / 15) ** 2 + (1.5 - 1 / 15) ** 2 + (0.3 + 1 / 15) ** 2) / 2)
@@ -58,8 +58,9 @@ def test_an_interval_that_spans_zero_is_no_measurable_effect():
     assert diff.ci_low < 0 < diff.ci_high and diff.excludes_zero is False
     sentence = ablation_sentence(diff, NLL_IW, {"hierarchy.latent_group": "baselines.plain_normal"})
     assert sentence == (
-        "`plain_normal` (`hierarchy.latent_group` → `baselines.plain_normal`): no measurable effect "
-        "on test NLL (IW) against `nvae` at this budget (Δ −0.07 nats, 95% CI [−3.27, +3.14], 3 seeds)."
+        "`plain_normal` (`hierarchy.latent_group` → `baselines.plain_normal`): no effect on test NLL (IW) "
+        "detected against `nvae` at this budget and power (Δ −0.07 nats, 95% CI [−3.27, +3.14], 3 seeds): "
+        "effects up to 3.27 nats either way are not ruled out."
     )
 
 
@@ -177,6 +178,7 @@ def write_runs(exp: Path, rows: list[dict]) -> None:
         (folder / "results.json").write_text(json.dumps(r))
 
 
+NO_SE_P = scipy_stats.ttest_rel(list(NO_SE.values()), list(BASE.values())).pvalue  # about 0.016
 SE = {"hierarchy.gate": "baselines.none_gate"}
 SPECTRAL = {"regularizers.spectral": "baselines.none"}
 
@@ -251,8 +253,11 @@ def test_report_json_and_csv_carry_the_statistics(tmp_path):
     # one sentence per ablation, to quote as it is
     assert (
         "- `no_se` (`hierarchy.gate` → `baselines.none_gate`) changes test NLL (IW) by +1.20 nats against "
-        "`nvae` (95% CI [+0.54, +1.86], 3 seeds): worse. Also beyond noise: parameters −100 (same each seed)."
+        f"`nvae` (95% CI [+0.54, +1.86], 3 seeds, Holm-adjusted p = {NO_SE_P:.3g} over 1 ablation): worse. "
+        "Also beyond noise: parameters −100 (same each seed)."
     ) in report
+    # the family is no_se alone (no_spectral has one pair, so no p-value): Holm leaves p as it is
+    assert f"| {NO_SE_P:.3g} ({NO_SE_P:.3g}) |" in report and "| – |" in report
     assert "on seed 0: one seed, no interval can be given." in report
     # the stability table: something diverged
     assert "## Stability" in report
@@ -318,3 +323,109 @@ def test_one_seed_without_trouble_has_no_stability_table(tmp_path):
         "changes test NLL (IW) by +1.00 nats against `nvae` on seed 0: one seed, no interval can be given."
         in report
     )
+
+
+def test_fisher_power_is_exact_and_matches_the_referees_figure():
+    """Exercise 2's old design (4 runs per arm) had about 0.43 power for 90% against 10%
+    divergence; 12 per arm has most of it. Checked against a brute-force sum."""
+    from scipy import stats
+
+    from genzoo.experiment.statistics import fisher_power
+
+    assert fisher_power(4, 4, 0.9, 0.1) == pytest.approx(0.43, abs=0.01)
+    assert fisher_power(12, 12, 0.9, 0.1) > 0.95
+    assert fisher_power(12, 12, 0.3, 0.3) < 0.05  # no effect: at most the level
+    brute = sum(
+        stats.binom.pmf(a, 3, 0.7) * stats.binom.pmf(b, 5, 0.2)
+        for a in range(4)
+        for b in range(6)
+        if stats.fisher_exact([[a, 3 - a], [b, 5 - b]]).pvalue < 0.05
+    )
+    assert fisher_power(3, 5, 0.7, 0.2) == pytest.approx(brute)
+
+
+def test_logistic_regression_of_a_two_by_two_table_gives_its_log_odds_ratio():
+    """A known case: with one binary factor the fitted coefficient is the table's log odds
+    ratio log(ad / bc) and its standard error sqrt(1/a + 1/b + 1/c + 1/d) (Woolf)."""
+    import math
+
+    from genzoo.experiment.statistics import logistic_regression
+
+    a, b, c, d = 8, 4, 3, 9  # spectral off: 8 diverged, 4 not; on: 3 diverged, 9 not
+    rows = (
+        [{"diverged": 1, "spectral": "off"}] * a
+        + [{"diverged": 0, "spectral": "off"}] * b
+        + [{"diverged": 1, "spectral": "on"}] * c
+        + [{"diverged": 0, "spectral": "on"}] * d
+    )
+    fit = logistic_regression(rows, "diverged ~ C(spectral, Treatment('off'))")
+    assert fit.problem is None and fit.n == 24
+    term = next(t for t in fit.coefficients if "on" in t.term)
+    assert term.estimate == pytest.approx(math.log((c * b) / (a * d)), rel=1e-6)
+    assert term.std_error == pytest.approx(math.sqrt(1 / a + 1 / b + 1 / c + 1 / d), rel=1e-4)
+    assert term.ci_low < term.estimate < term.ci_high
+    separated = [{"diverged": 1, "spectral": "off"}] * 4 + [{"diverged": 0, "spectral": "on"}] * 4
+    assert logistic_regression(separated, "diverged ~ C(spectral)").problem is not None
+
+
+def test_the_ablation_table_adjusts_the_family_by_holm_and_words_the_effects_by_it(tmp_path):
+    """Three ablations of one base; by hand, Holm multiplies the smallest p-value by 3, the next by
+    2 and the largest by 1, each at least the one before. An ablation whose interval excludes zero
+    but whose adjusted p-value does not fall below 0.05 is "inconclusive"."""
+    base = {0: 80.0, 1: 81.0, 2: 79.5, 3: 80.2}
+    shifts = {  # per-seed differences from the base
+        "strong": (3.0, 3.2, 2.9, 3.1),
+        "weak": (0.5, 1.5, 0.4, 1.2),
+        "none": (0.4, -0.6, 0.1, -0.2),
+    }
+    rows = [row("nvae", s, test_nats_iw=v) for s, v in base.items()]
+    for name, diffs in shifts.items():
+        rows += [row(name, s, "ablation", "nvae", SE, test_nats_iw=base[s] + d) for s, d in zip(base, diffs)]
+    write_runs(tmp_path, rows)
+    render_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+
+    p = {n: scipy_stats.ttest_rel([base[s] + d for s, d in zip(base, diffs)], list(base.values())).pvalue
+         for n, diffs in shifts.items()}  # fmt: skip
+    order = sorted(p, key=p.get)
+    holm, running = {}, 0.0
+    for rank, name in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * p[name]))
+        holm[name] = running
+    assert p["weak"] < 0.05 <= holm["weak"]  # the case the wording rule is about
+    for name in shifts:
+        assert f"| {p[name]:.3g} ({holm[name]:.3g}) |" in report
+    assert "p (Holm), test nats (IW)" in report
+    assert f"Holm-adjusted p = {holm['strong']:.3g} over 3 ablations): worse." in report
+    assert (
+        "the interval excludes zero, but not after Holm's adjustment over the 3 ablations "
+        f"(adjusted p = {holm['weak']:.3g})."
+    ) in report
+    assert "`none` (`hierarchy.gate` → `baselines.none_gate`): no effect on test NLL (IW) detected" in report
+
+
+def test_speeds_measured_under_shared_load_are_marked_and_get_no_interval(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(
+            row("nvae", s, test_nats_iw=80.0 + s, train_images_per_s=100.0 + s, train_shared_load=0.0)
+        )
+        rows.append(
+            row("fast", s, "ablation", "nvae", SE, test_nats_iw=80.5 + s, train_images_per_s=150.0 + 2 * s,
+                train_shared_load=0.5 if s == 1 else 0.0)
+        )  # fmt: skip
+        rows.append(
+            row("alone", s, "ablation", "nvae", SPECTRAL, test_nats_iw=80.5 + s, train_images_per_s=120.0 + 2 * s,
+                train_shared_load=0.0)
+        )  # fmt: skip
+    write_runs(tmp_path, rows)
+    render_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    # the shared run's own cell is marked, its difference keeps its mean and loses its interval
+    assert "152.0 ± 2.0 ‡; Δ +51.0 ‡ (shared load: no interval)" in report
+    assert "Δ +21.0 [" in report  # measured alone: an interval as usual
+    assert "‡ measured while other genzoo processes trained on this machine" in report
+    by_id = {(r["run"], r["seed"]): r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert by_id["fast", 0]["delta_train_images_per_s_mean"] == pytest.approx(51.0)
+    assert by_id["fast", 0]["delta_train_images_per_s_ci_low"] is None
+    assert by_id["alone", 0]["delta_train_images_per_s_ci_low"] is not None

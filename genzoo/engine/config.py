@@ -29,6 +29,7 @@ from genzoo.validation import (
     check_int,
     check_optional_positive,
     invalid,
+    is_int,
 )
 
 OPTIMIZERS = ("adamax", "adamw")
@@ -102,6 +103,13 @@ class TrainConfig(_Config):
       explode to 1e15 nats and stay finite, which the non-finite rule alone would call finished.
     - ``ema_decay``: keep an exponential moving average of the weights, used for evaluation.
     - ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+    - ``cpu_threads``: torch's intra-op threads, fixed for the whole run, so that its figures
+      are a function of its config, seed and commit and not of what else runs on the machine
+      (a float sum's rounding depends on how it is split between threads). ``auto``:
+      ``OMP_NUM_THREADS`` where it is set (a launcher's ``cpus_per_task`` sets it), else one
+      thread per physical core the process may run on; or a number. Resolved once when the
+      run starts and recorded in ``train_config.json`` and the checkpoint; a resumed run keeps
+      the count it started with (:mod:`genzoo.cpu_share`).
     - ``precision``: ``fp16`` (NVAE, with a gradient scaler), ``bf16`` or ``fp32``; on CPU
       training is always fp32, whatever this says.
     - ``channels_last``: the model and the batches in ``torch.channels_last``.
@@ -141,6 +149,7 @@ class TrainConfig(_Config):
     diverge_nelbo: float | None = None
     ema_decay: float | None = None
     device: str = "auto"
+    cpu_threads: int | Literal["auto"] = "auto"
     precision: str = "fp16"
     grad_scaler_init: float = 2.0**10
     channels_last: bool = False
@@ -191,6 +200,8 @@ class TrainConfig(_Config):
                 raise invalid("ema_decay", self.ema_decay, "a number in (0, 1) or None", owner=own)
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise invalid("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'", owner=own)
+        if self.cpu_threads != "auto" and not (is_int(self.cpu_threads) and self.cpu_threads >= 1):
+            raise invalid("cpu_threads", self.cpu_threads, "'auto' or an integer >= 1", owner=own)
         check_choice("precision", self.precision, PRECISIONS, owner=own)
         check_float("grad_scaler_init", self.grad_scaler_init, 0.0, open_low=True, owner=own)
         check_int("seed", self.seed, 0, owner=own)

@@ -13,7 +13,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -146,21 +146,53 @@ def _malloc_trim() -> None:
 
 class Throughput:
     """Training images per second, ignoring the first ``warmup`` steps (compilation, caches);
-    a run too short for that is measured over all its steps but the first."""
+    a run too short for that is measured over all its steps but the first.
 
-    def __init__(self, warmup: int = 5) -> None:
+    ``load_probe`` (optional) returns how many other genzoo processes train beside this one now
+    (:func:`genzoo.cpu_share.others_training`), or None where that cannot be known; it is asked
+    at the first measured step and then at most every ``probe_every_s`` seconds, and
+    :attr:`shared_load` is the fraction of those checks that found another process: a speed
+    measured so is a figure of the load, not of the model alone."""
+
+    def __init__(
+        self,
+        warmup: int = 5,
+        *,
+        load_probe: Callable[[], int | None] | None = None,
+        probe_every_s: float = 2.0,
+    ) -> None:
         self.warmup = max(1, warmup)
         self._steps = 0
         self._marks: dict[int, tuple[float, int, float]] = {}
         self._images = 0
         self._paused_s = 0.0
+        self._probe = load_probe
+        self._probe_every_s = probe_every_s
+        self._next_probe = 0.0
+        self.load_checks = 0
+        """How many times the load was checked (and could be known) while speed was measured."""
+        self.shared_checks = 0
+        """How many of those checks found another genzoo process training."""
 
     def step(self, images: int) -> None:
         """Count one finished step of ``images`` images (all processes together)."""
         self._steps += 1
         self._images += images
+        now = time.perf_counter()
         if self._steps in (1, self.warmup):
-            self._marks[self._steps] = (time.perf_counter(), self._images, self._paused_s)
+            self._marks[self._steps] = (now, self._images, self._paused_s)
+        if self._probe is not None and now >= self._next_probe:
+            self._next_probe = now + self._probe_every_s
+            others = self._probe()
+            if others is not None:
+                self.load_checks += 1
+                self.shared_checks += others > 0
+
+    @property
+    def shared_load(self) -> float | None:
+        """The fraction of load checks that found another genzoo process training (0: the speed
+        was measured alone, as far as genzoo can tell); None where the load was not known."""
+        return self.shared_checks / self.load_checks if self.load_checks else None
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

@@ -196,18 +196,44 @@ def sample_images(
     bn_readjust: bool = True,
     bn_readjust_iters: int = 500,
     bn_readjust_batch_size: int = 16,
+    seed: int | None = None,
 ) -> dict[float, torch.Tensor]:
     """``num_samples`` images ``(N, C, H, W)`` in [0, 1] per temperature, drawn in eval mode,
-    after BatchNorm readjustment at that temperature when ``bn_readjust`` is on."""
+    after BatchNorm readjustment at that temperature when ``bn_readjust`` is on, in chunks of
+    ``batch_size``.
+
+    With ``seed``, each temperature's draws (the readjustment passes, then the samples) start
+    from ``torch.manual_seed(seed)`` in a forked generator: a grid depends on the model, the seed,
+    the temperature and these settings alone, not on what was drawn before (the evaluation's
+    likelihood figures, other temperatures), so ``genzoo sample`` redraws the run's own grids;
+    the caller's random state is left as it was. Without it, the draws come from the global
+    generator.
+    """
+    device = next(model.parameters()).device
     images: dict[float, torch.Tensor] = {}
     for t in temperatures:
         iters = bn_readjust_iters if bn_readjust else 0
-        with readjusted_batchnorm(model, temperature=t, iterations=iters, batch_size=bn_readjust_batch_size):
+        with (
+            _seeded_draws(seed, device),
+            readjusted_batchnorm(model, temperature=t, iterations=iters, batch_size=bn_readjust_batch_size),
+        ):
             chunks = [
                 model.sample(min(batch_size, num_samples - i), t) for i in range(0, num_samples, batch_size)
             ]
         images[float(t)] = torch.cat(chunks) if chunks else torch.empty(0)
     return images
+
+
+@contextlib.contextmanager
+def _seeded_draws(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Inside the block, draws come from a forked generator seeded with ``seed`` (None: from the
+    global generator, as they are)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ parameter counts, sampling images/s and, when asked for, FID.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from genzoo.atomic import atomic_write_bytes
 from genzoo.engine.config import EvalConfig
 from genzoo.engine.distributed import DistContext, barrier, init_distributed
 from genzoo.engine.efficiency import parameter_counts, sampling_speed
@@ -28,6 +30,19 @@ from genzoo.engine.evaluation import (
 )
 from genzoo.interfaces.hierarchy import Hierarchy
 from genzoo.layout import RunPaths
+
+SAMPLE_GRID_NROW = 8  # images per row of a sample grid
+
+
+def write_sample_grid(images: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write ``images`` ``(N, C, H, W)`` in [0, 1] as a PNG grid of :data:`SAMPLE_GRID_NROW`
+    images per row, atomically: the evaluation's ``samples_t<T>.png`` and ``genzoo sample``'s
+    grids are laid out alike, so that one can be compared with the other."""
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(images.float().cpu(), buf, format="png", nrow=SAMPLE_GRID_NROW)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _images(batch: Any) -> torch.Tensor:
@@ -93,6 +108,8 @@ def evaluate(
         repeatable and leaves the caller's random state untouched; the held-out images' own
         draws (dynamic binarization) come from generators of their own, one per image and seed
         (:func:`held_out_batches`), so that two models of one seed are scored on the same images.
+        Each temperature's sample grid starts again from ``seed`` (:func:`sample_images`), so
+        ``genzoo sample`` with this seed draws the same grid.
 
     Under DDP every rank evaluates its shard of the test set for the likelihood figures; the
     images, speed and FID are computed on rank 0 only.
@@ -119,7 +136,7 @@ def evaluate(
         results = {f"test_{k}": v for k, v in scores.items()}
         if ctx.is_main:
             results.update(
-                _rank0_figures(model, test_data, config, device, out_dir, reference_data, dataset_name)
+                _rank0_figures(model, test_data, config, device, out_dir, reference_data, dataset_name, seed)
             )
     barrier()
     return results
@@ -133,6 +150,7 @@ def _rank0_figures(
     out_dir: str | os.PathLike | None,
     reference_data: Dataset | None,
     dataset_name: str | None,
+    seed: int,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     folder = Path(out_dir) if out_dir is not None else None
@@ -145,13 +163,12 @@ def _rank0_figures(
             bn_readjust=config.bn_readjust,
             bn_readjust_iters=config.bn_readjust_iters,
             bn_readjust_batch_size=config.bn_readjust_batch_size,
+            seed=seed,
         )
         if folder is not None:
-            from torchvision.utils import save_image
-
             folder.mkdir(parents=True, exist_ok=True)
             for t, images in grids.items():
-                save_image(images.float().cpu(), RunPaths(folder).samples(t), nrow=8)
+                write_sample_grid(images, RunPaths(folder).samples(t))
     if config.num_reconstructions > 0 and folder is not None:
         from torchvision.utils import save_image
 

@@ -66,6 +66,7 @@ def run_results(
         "params": counts["total"],
         **{f"params_{k}": v for k, v in counts.items() if k != "total"},
         "train_images_per_s": throughput.rate,
+        "train_shared_load": throughput.shared_load,
         "peak_memory_bytes": peak,
         "peak_memory_mb": peak / MIB,
         "peak_memory_scope": scope,

@@ -4,14 +4,16 @@ The state holds the model, optimizer, scheduler, gradient scaler, every regulari
 the EMA, every random generator (per rank) and the position in the data, so a run that is
 stopped (SIGINT/SIGTERM) and resumed takes the same steps on the same batches with the same
 noise as one that was never stopped (exactly so on CPU with ``num_workers=0``; with worker
-processes, random transforms inside the dataset are re-drawn per epoch, not per item).
+processes, random transforms inside the dataset are re-drawn per epoch, not per item). It also
+holds the run's CPU threads (:mod:`genzoo.cpu_share`): a resumed run goes on with the count it
+started with.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from genzoo import cpu_share
 from genzoo.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -52,6 +55,10 @@ class RunState:
     recent_losses: deque[float]
     last_metrics: dict[str, float]
     steps_per_epoch: int
+    threads: dict[str, Any] = field(default_factory=dict)
+    """The run's CPU threads (:func:`genzoo.cpu_share.thread_record`), applied to torch; the
+    trainer records the same dict in ``train_config.json``, and :meth:`resume` updates it in
+    place."""
 
     def save(self, step: int, status: str = "running") -> None:
         """Write the checkpoint (rank 0; every rank must call it, as RNG states are gathered)."""
@@ -79,6 +86,7 @@ class RunState:
             "last_metrics": dict(self.last_metrics),
             "world_size": self.ctx.world_size,
             "config": self.config.to_dict(),
+            "cpu_threads": dict(self.threads),
         }
 
     def _gather_rng(self) -> list[dict[str, Any]]:
@@ -130,4 +138,10 @@ class RunState:
         self.guard.counters.update(ckpt["counters"])
         self.recent_losses.extend(ckpt["recent_losses"])
         self.last_metrics.update(ckpt["last_metrics"])
+        if self.threads:
+            threads = cpu_share.resumed_threads(
+                self.config.cpu_threads, self.threads["threads"], ckpt.get("cpu_threads"), self.path
+            )
+            self.threads.update(cpu_share.thread_record(self.config.cpu_threads, threads))
+            cpu_share.apply_threads(threads)
         return int(ckpt["step"])

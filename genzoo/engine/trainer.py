@@ -23,6 +23,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 
+from genzoo import cpu_share
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
 from genzoo.engine import compilation
@@ -49,7 +50,7 @@ from genzoo.engine.optim import build_optimizer, build_scheduler
 from genzoo.engine.results import failed_row, run_results, write_results
 from genzoo.engine.run_state import RunState
 from genzoo.engine.schedules import kl_balance_alpha
-from genzoo.engine.signals import StopSignals
+from genzoo.engine.signals import RunInterrupted, StopSignals
 from genzoo.engine.step import TrainStep
 from genzoo.errors import GenzooError
 from genzoo.interfaces.hierarchy import Hierarchy
@@ -125,6 +126,10 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.config
+        # fixed for the whole run, from its config and the machine (a resumed run: RunState.resume)
+        threads = cpu_share.thread_record(cfg.cpu_threads, cpu_share.resolve_threads(cfg.cpu_threads))
+        cpu_share.apply_threads(threads["threads"])
+        self.run_config["cpu_threads"] = threads  # train_config.json
         self.ctx: DistContext = init_distributed(device_type(cfg.device))
         self.device = resolve_device(cfg.device, self.ctx)
         compilation.check_device(cfg, self.device)
@@ -168,6 +173,7 @@ class Trainer:
             recent_losses=deque(maxlen=LOSS_WINDOW),
             last_metrics={},
             steps_per_epoch=self.batches.steps_per_epoch,
+            threads=threads,
         )
         self.step = TrainStep(
             config=cfg,
@@ -209,11 +215,14 @@ class Trainer:
         and it exists), evaluate, and return the run's row of results, also written to the
         folder's ``results.json`` (see :func:`genzoo.engine.train` for its fields).
 
-        ``results["status"]`` is ``finished``, ``interrupted`` (SIGINT/SIGTERM or
-        :meth:`request_stop`; a checkpoint was written) or ``diverged`` (too many non-finite
-        steps in a row; the last good checkpoint is kept). A run that raises (a bug, out of
-        memory) writes a ``failed`` row and its traceback to ``error.txt``, then re-raises;
-        errors the user can act on (:class:`genzoo.GenzooError`) are raised as they are.
+        ``results["status"]`` is ``finished``, ``interrupted`` (SIGTERM or :meth:`request_stop`;
+        a checkpoint was written) or ``diverged`` (too many non-finite steps in a row; the last
+        good checkpoint is kept). Ctrl-C (SIGINT) writes the checkpoint and the ``interrupted``
+        row as well, then raises :class:`genzoo.engine.signals.RunInterrupted` (a
+        ``KeyboardInterrupt`` holding the row): the user stopped the caller too; fitting again
+        resumes. A run that raises (a bug, out of memory) writes a ``failed`` row and its
+        traceback to ``error.txt``, then re-raises; errors the user can act on
+        (:class:`genzoo.GenzooError`) are raised as they are.
         """
         try:
             return self._fit(resume)
@@ -244,7 +253,7 @@ class Trainer:
         step = self.start_step
         self.run.step = step
         self.peak_scope = reset_peak_memory(self.device)
-        throughput = Throughput()
+        throughput = Throughput(load_probe=cpu_share.others_training if self.device.type == "cpu" else None)
         compile_clock = compilation.CompileClock() if cfg.compile_mode else None
         logger = RunLogger(
             self.out_dir,
@@ -294,10 +303,13 @@ class Trainer:
                 self._hook("genzoo_run_end", run=self.run, results=results)
         finally:
             logger.close()
+        if status == "interrupted" and self.stop_signals.by_user:
+            raise RunInterrupted(results)  # after the handlers are restored and the log is closed
         return results
 
     def request_stop(self) -> None:
-        """Ask the run to stop after the current step, as SIGTERM does."""
+        """Ask the run to stop after the current step, as SIGTERM does: :meth:`fit` returns the
+        ``interrupted`` row."""
         self.stop_signals.request()
 
     def _after_step(
@@ -436,6 +448,11 @@ def train(
     finished run the evaluation's ``test_*`` figures (``test_bpd_elbo``, ``test_bpd_iw``,
     ``test_nats_elbo``, ``test_nats_iw``, ``test_kl_group_<i>``, ``test_active_units``, also as
     ``active_units``), ``sampling_images_per_s`` and ``fid``.
+
+    Ctrl-C (SIGINT) stops the run after the step in flight: its checkpoint and its
+    ``interrupted`` row are written, then :class:`genzoo.engine.signals.RunInterrupted` (a
+    ``KeyboardInterrupt``) is raised, so that a script stops too; calling ``train`` again
+    resumes. SIGTERM and :meth:`Trainer.request_stop` return the ``interrupted`` row instead.
     """
     return Trainer(model, train_data, test_data, config or TrainConfig(), out_dir, **options).fit(
         resume=resume

@@ -97,7 +97,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         os.chdir(self.cwd)
         env = submitit.JobEnvironment()
-        if self.cpus_per_task:  # before torch is imported, which reads it
+        if self.cpus_per_task:  # before torch is imported, which reads it (so does cpu_threads: auto)
             os.environ["OMP_NUM_THREADS"] = str(self.cpus_per_task)
         checkpoint_signal = CheckpointSignal()
         slot = None
@@ -176,7 +176,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 exp_dir.remove_stale_temporaries(paths.dir)
             print(f"genzoo: {self.run_id}: training ({run.training.steps} steps)", flush=True)
             on_cpu = device_type(self.device or run.training.device) == "cpu"
-            with cpu_training(host, on_cpu):  # local jobs share the cores (genzoo.cpu_share)
+            with cpu_training(on_cpu):
                 status = train_run(
                     run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
                     main_process=ctx.is_main, progress_bar=None if sys.stderr.isatty() else False,

@@ -5,7 +5,8 @@ the effects against the budget (``budget.png``, ``budget.csv``: :mod:`genzoo.exp
 It reads only what the runs wrote (each run folder's ``results.json`` and ``metrics.jsonl``),
 asks the loaded plugins for their columns (``genzoo_report_columns``) and computes the
 statistics (:mod:`genzoo.experiment.statistics`), so ``genzoo report DIR`` renders it again at
-any time, also for a matrix that is still running. Processes that work in one experiment
+any time, also for a matrix that is still running (it names the runs not in its tables yet,
+with their state as ``genzoo status`` gives it). Processes that work in one experiment
 folder at once (jobs of a launcher, two ``genzoo run``) render it one after the other, under the
 experiment's lock, so the last rendering sees every run that had finished. The Markdown itself
 is :mod:`genzoo.experiment.report_markdown`'s.
@@ -14,6 +15,7 @@ is :mod:`genzoo.experiment.report_markdown`'s.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -21,11 +23,13 @@ from typing import Any
 
 from genzoo.atomic import atomic_write_text
 from genzoo.discovery import PluginHost, get_host
+from genzoo.errors import GenzooError
 from genzoo.experiment.budget import write_budget
 from genzoo.experiment.curves import plot_curves
 from genzoo.experiment.locks import FileLock
 from genzoo.experiment.report_markdown import (
     COLUMNS,
+    SPEED_KEYS,
     Column,
     ablation_sentence,
     aggregate,
@@ -33,6 +37,7 @@ from genzoo.experiment.report_markdown import (
     number,
 )
 from genzoo.experiment.statistics import PairedDifference, Stability, paired_differences, stability
+from genzoo.experiment.status import RunStatus, experiment_status
 from genzoo.layout import ExperimentPaths
 
 __all__ = ["COLUMNS", "Column", "ablation_sentence", "collect_results", "render_report"]
@@ -87,6 +92,7 @@ def _render(paths: ExperimentPaths, title: str | None, host: PluginHost | None) 
     stats = aggregate(rows, [c.key for c in columns])
     delta_cols = [c for c in columns if c.key != "diverged"]
     deltas = paired_differences(rows, [c.key for c in delta_cols])
+    withhold_shared_speeds(deltas, {name for name, s in stats.items() if s["shared_load"]})
     stable = stability(rows)
     add_statistics(rows, deltas, stable)
 
@@ -105,6 +111,7 @@ def _render(paths: ExperimentPaths, title: str | None, host: PluginHost | None) 
         stable,
         curves=curves,
         budget=budget,
+        unfinished=unfinished_runs(paths, rows),
     )
     atomic_write_text(paths.report, text)
     written = {"json": paths.results_json, "csv": paths.results_csv, "report": paths.report}
@@ -114,6 +121,28 @@ def _render(paths: ExperimentPaths, title: str | None, host: PluginHost | None) 
         written["budget_curves"] = paths.budget_curves
         written["budget_csv"] = paths.budget_csv
     return written
+
+
+def unfinished_runs(paths: ExperimentPaths, rows: list[dict[str, Any]]) -> list[RunStatus]:
+    """The runs of ``experiment.json`` that have no row yet (running, queued, pending, ...), as
+    ``genzoo status`` sees them; none for a folder without ``experiment.json``."""
+    try:
+        statuses = experiment_status(paths.root)
+    except GenzooError:
+        return []
+    in_rows = {f"{row['run']}/seed{row.get('seed')}" for row in rows}
+    return [s for s in statuses if s.run not in in_rows]
+
+
+def withhold_shared_speeds(deltas: dict[str, dict[str, PairedDifference]], shared: set[str]) -> None:
+    """Replace, in place, the paired difference of each speed (``SPEED_KEYS``) whose ablation or
+    base has a run measured under shared load (``shared``: run names) by one without interval
+    (kind ``"shared_load"``): its mean stays, its interval, ``*`` and p-value go."""
+    for by_metric in deltas.values():
+        for key in SPEED_KEYS:
+            diff = by_metric.get(key)
+            if diff is not None and diff.mean is not None and {diff.ablation, diff.base} & shared:
+                by_metric[key] = dataclasses.replace(diff, ci_low=None, ci_high=None, kind="shared_load")
 
 
 def add_statistics(

@@ -18,7 +18,8 @@ from typing import Any
 
 from genzoo.engine.efficiency import PEAK_SCOPES
 from genzoo.experiment.budget import Budget, BudgetEffect, budget_label
-from genzoo.experiment.statistics import CONFIDENCE, PairedDifference, Stability, Summary
+from genzoo.experiment.statistics import CONFIDENCE, PairedDifference, Stability, Summary, holm_adjusted
+from genzoo.experiment.status import RunStatus
 from genzoo.layout import ExperimentPaths
 
 
@@ -62,6 +63,12 @@ COLUMNS: tuple[Column, ...] = (
 )
 """The comparison table's columns, in order; a column no run has is left out."""
 
+SPEED_KEYS = ("train_images_per_s",)
+"""Columns that are speeds: where a run of a comparison was measured beside other genzoo
+processes (``train_shared_load`` above 0), its figure is marked and no interval is given."""
+
+SHARED_MARK = "‡"
+
 HEADLINE = ("test_nats_iw", "test_nats_elbo", "test_bpd_iw", "test_bpd_elbo")
 """The metric of each ablation's sentence: the first of these the report has."""
 
@@ -87,6 +94,7 @@ def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
             "base": group[0].get("base"),
             "changes": group[0].get("changes") or {},
             "statuses": sorted({r.get("status", "?") for r in group}),
+            "shared_load": any((number(r.get("train_shared_load")) or 0) > 0 for r in group),
         }
         for key in keys:
             values = [v for v in (number(r.get(key)) for r in group) if v is not None]
@@ -97,12 +105,25 @@ def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
     return out
 
 
-def _cell(stat: tuple[float, float, int] | None, col: Column) -> str:
+def _cell(stat: tuple[float, float, int] | None, col: Column, *, shared_load: bool = False) -> str:
     if stat is None:
         return "–"
     mean, std, n = stat
     text = col.fmt.format(mean)
-    return f"{text} ± {col.fmt.format(std)}" if n > 1 else text
+    text = f"{text} ± {col.fmt.format(std)}" if n > 1 else text
+    return f"{text} {SHARED_MARK}" if shared_load and col.key in SPEED_KEYS else text
+
+
+def _shared_load_note(stats: dict[str, dict[str, Any]], columns: Sequence[Column]) -> str:
+    if not any(s["shared_load"] for s in stats.values()) or not any(c.key in SPEED_KEYS for c in columns):
+        return ""
+    return (
+        f"{SHARED_MARK} measured while other genzoo processes trained on this machine "
+        "(`train_shared_load` in results.json: the fraction of the run's load checks that found "
+        "one): a figure of the load as much as of the model, so no interval or `*` is given for "
+        "it. Compare speeds by timing the variants interleaved under equal load "
+        "(`benchmarks/bench_exercise1.py`)."
+    )
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -123,9 +144,10 @@ def markdown_report(
     *,
     curves: bool,
     budget: Budget | None = None,
+    unfinished: Sequence[RunStatus] = (),
 ) -> str:
     """The whole ``report.md``; ``budget`` adds the effects against images seen (when the runs
-    logged curve records)."""
+    logged curve records); ``unfinished`` names the runs that have no row yet."""
     variants = [n for n, s in stats.items() if s["group"] == "variant"]
     ablations = [n for n, s in stats.items() if s["group"] == "ablation"]
     md = [f"# {title}", ""]
@@ -134,14 +156,20 @@ def markdown_report(
         "Values are mean ± standard deviation over seeds (n = number of seeds); "
         "bits/dim are on the test split; ELBO = negative evidence lower bound, IW = importance-weighted NLL."
     )
+    if unfinished:
+        listed = ", ".join(_unfinished_run(s) for s in unfinished)
+        md += ["", f"{len(unfinished)} run(s) not in the tables yet: {listed}."]
     md += ["", "## Comparison", ""]
     header = ["run", "seeds", "status", *[c.title for c in columns]]
     table_rows = [
         [name, str(len(stats[name]["seeds"])), "/".join(stats[name]["statuses"])]
-        + [_cell(stats[name].get(c.key), c) for c in columns]
+        + [_cell(stats[name].get(c.key), c, shared_load=stats[name]["shared_load"]) for c in columns]
         for name in variants
     ]
     md.append(_markdown_table(header, table_rows) if table_rows else "_no finished variant runs yet_")
+    shared_note = _shared_load_note(stats, columns)
+    if shared_note:
+        md += ["", shared_note]
     memory_note = _peak_memory_note(rows)
     if memory_note and any(c.key == "peak_memory_mb" for c in columns):
         md += ["", memory_note]
@@ -171,6 +199,11 @@ def markdown_report(
     return "\n".join(md).rstrip() + "\n"
 
 
+def _unfinished_run(status: RunStatus) -> str:
+    step = f", step {status.progress()}" if status.step is not None else ""
+    return f"`{status.run}` ({status.state}{step})"
+
+
 def _percent(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
@@ -191,6 +224,8 @@ def _difference_text(diff: PairedDifference, col: Column, shared: int) -> str:
         text += f" [{col.signed(diff.ci_low)}, {col.signed(diff.ci_high)}]"
     elif diff.kind == "constant":
         text += " (same each seed)"
+    elif diff.kind == "shared_load":
+        return f"{text} {SHARED_MARK} (shared load: no interval)"
     else:
         text += " (1 seed, no CI)"
     if diff.n != shared and diff.kind != "one_pair":
@@ -209,9 +244,21 @@ def _verdict(col: Column, diff: PairedDifference) -> str:
     return "better" if (diff.mean < 0) == col.lower_is_better else "worse"
 
 
-def ablation_sentence(diff: PairedDifference, col: Column, changes: dict[str, Any], *, why: str = "") -> str:
+def ablation_sentence(
+    diff: PairedDifference,
+    col: Column,
+    changes: dict[str, Any],
+    *,
+    why: str = "",
+    holm_p: float | None = None,
+    family: int = 1,
+) -> str:
     """One sentence on one metric of one ablation, to quote as it is; ``why`` explains a missing
-    difference (``"every run of it diverged"``)."""
+    difference (``"every run of it diverged"``). ``holm_p`` is the difference's p-value adjusted
+    by Holm's method over a ``family`` of that many ablations: an interval that excludes zero
+    is an effect only where the adjusted p-value is below the level too, else "inconclusive";
+    an interval that includes zero is "no effect detected at this budget", with the size of
+    effect it does not rule out."""
     label, noun, base = _ablation_label(diff.ablation, changes), col.noun, f"`{diff.base}`"
     if diff.kind == "no_pairs":
         return (
@@ -233,11 +280,25 @@ def ablation_sentence(diff: PairedDifference, col: Column, changes: dict[str, An
         return f"{label} changes {noun} by {col.amount(diff.mean)} against {base}, the same on each of {seeds}{ending}"
     interval = f"{_percent(diff.confidence)} CI [{col.signed(diff.ci_low)}, {col.signed(diff.ci_high)}]"
     if not diff.excludes_zero:
+        bound = col.amount(max(abs(diff.ci_low), abs(diff.ci_high))).lstrip("+")
         return (
-            f"{label}: no measurable effect on {noun} against {base} at this budget "
-            f"(Δ {col.amount(diff.mean)}, {interval}, {seeds})."
+            f"{label}: no effect on {noun} detected against {base} at this budget and power "
+            f"(Δ {col.amount(diff.mean)}, {interval}, {seeds}): effects up to {bound} either way "
+            "are not ruled out."
         )
-    return f"{label} changes {noun} by {col.amount(diff.mean)} against {base} ({interval}, {seeds}){ending}"
+    level = 1 - diff.confidence
+    ablations = f"{family} ablation{'s' if family != 1 else ''}"
+    if holm_p is not None and holm_p >= level:
+        return (
+            f"{label}: inconclusive on {noun} against {base} (Δ {col.amount(diff.mean)}, {interval}, "
+            f"{seeds}): the interval excludes zero, but not after Holm's adjustment over the "
+            f"{ablations} (adjusted p = {holm_p:.3g})."
+        )
+    adjusted = f", Holm-adjusted p = {holm_p:.3g} over {ablations}" if holm_p is not None else ""
+    return (
+        f"{label} changes {noun} by {col.amount(diff.mean)} against {base} "
+        f"({interval}, {seeds}{adjusted}){ending}"
+    )
 
 
 def _ablation_section(
@@ -257,8 +318,26 @@ def _ablation_section(
         "than the shared seeds have the value. The sentences below say better or worse where the "
         "interval excludes zero and the column has a direction."
     )
+    by_key = {c.key: c for c in delta_cols}
+    headline = next((k for k in HEADLINE if k in by_key), None)
+    holm = (
+        holm_adjusted({name: deltas[name][headline].p_value for name in ablations if name in deltas})
+        if headline is not None
+        else {}
+    )
+    family = sum(p is not None for p in holm.values())
+    if headline is not None:
+        md[-1] += (
+            f" The last column is the paired t-test's p-value of the {by_key[headline].noun} "
+            f"difference and, in brackets, that p-value adjusted by Holm's method over the {family} "
+            "ablations that have one (statsmodels): a family of comparisons needs the adjusted "
+            "value below 0.05 to call an effect; where only the unadjusted interval excludes zero "
+            'the sentence says "inconclusive".'
+        )
     md.append("")
     header = ["ablation", "base", "changes", "seeds (shared)", *[c.title for c in delta_cols]]
+    if headline is not None:
+        header.append(f"p (Holm), {by_key[headline].title}")
     table = []
     for name in ablations:
         s = stats[name]
@@ -266,14 +345,14 @@ def _ablation_section(
         changes = ", ".join(f"`{k}` → `{_short(v)}`" for k, v in s["changes"].items())
         cells = []
         for c in delta_cols:
-            cell = _cell(s.get(c.key), c)
+            cell = _cell(s.get(c.key), c, shared_load=s["shared_load"])
             delta = _delta_cell(deltas[name][c.key], c, shared) if name in deltas else ""
             cells.append(f"{cell}; {delta}" if delta and cell != "–" else delta or cell)
+        if headline is not None:
+            p = deltas[name][headline].p_value if name in deltas else None
+            cells.append("–" if p is None else f"{p:.3g} ({holm[name]:.3g})")
         table.append([name, str(s["base"]), changes, f"{len(s['seeds'])} ({shared})", *cells])
     md.append(_markdown_table(header, table))
-
-    by_key = {c.key: c for c in delta_cols}
-    headline = next((k for k in HEADLINE if k in by_key), None)
     # After each sentence, the other metrics whose interval excludes zero; bits/dim repeat the
     # nats of the same NLL (a constant factor), so each NLL is listed once, in nats if there.
     listed_keys, seen = [], set()
@@ -297,7 +376,16 @@ def _ablation_section(
         )
         lines = []
         if headline is not None:
-            lines.append(ablation_sentence(deltas[name][headline], by_key[headline], s["changes"], why=why))
+            lines.append(
+                ablation_sentence(
+                    deltas[name][headline],
+                    by_key[headline],
+                    s["changes"],
+                    why=why,
+                    holm_p=holm.get(name),
+                    family=family,
+                )
+            )
         others = [(by_key[k], deltas[name][k]) for k in listed_keys if deltas[name][k].excludes_zero]
         if others:
             listed = "; ".join(f"{c.noun} {_delta_phrase(d, c)}" for c, d in others)

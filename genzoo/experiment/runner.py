@@ -318,10 +318,12 @@ def train_run(
     progress_bar: bool | None = None,
 ) -> str:
     """Build and train one run whose lock the caller holds; returns its status (``finished``,
-    ``diverged``, ``interrupted`` or ``failed``). ``device`` and ``progress_bar`` override the
+    ``diverged``, ``interrupted`` or ``failed``; after Ctrl-C, which the trainer raises once the
+    checkpoint is written, ``interrupted`` too). ``device`` and ``progress_bar`` override the
     run's training settings without changing its fingerprint; in a data-parallel job every
     process calls it, and only the ``main_process`` writes files (the trainer's rank 0)."""
     from genzoo.engine import train
+    from genzoo.engine.signals import RunInterrupted
 
     dataset = build_dataset(run.data.dataset, host, datasets)
     torch.manual_seed(run.seed)  # the initial weights depend on the seed only
@@ -356,6 +358,8 @@ def train_run(
             dataset_name=json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str),
             row_fields=row_fields,
         )
+    except RunInterrupted as stop:  # the matrix stops as for SIGTERM; the command exits with 130
+        row = stop.results
     except GenzooError:
         raise
     except Exception as exc:  # a crash in one run must not cost the others; the trainer wrote its row

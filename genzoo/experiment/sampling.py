@@ -1,19 +1,36 @@
-"""``genzoo sample``: rebuild a trained run's model from its folder and draw a sample grid."""
+"""``genzoo sample``: rebuild a trained run's model from its folder and draw a sample grid, as the
+run's own evaluation draws its ``samples_t<T>.png``: BatchNorm statistics readjusted from the
+model's own samples first (NVAE, App. B: without it, samples of a model with BatchNorm are
+mostly noise), the same seed, the same chunks."""
 
 from __future__ import annotations
 
-import io
-import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 
-from genzoo.atomic import atomic_write_bytes
 from genzoo.discovery import get_host
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.layout import RunPaths
 from genzoo.spec import ComponentSpec
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The run folder's ``config.yaml`` (the resolved run config), checked to be a trained run's."""
+    config_path, ckpt_path = RunPaths(run_dir).config, RunPaths(run_dir).checkpoint
+    if not config_path.exists() or not ckpt_path.exists():
+        raise ConfigError(
+            f"{run_dir}: not a trained run folder (expected {config_path.name} and {ckpt_path.name})"
+        )
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: unreadable run config ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_path}: unreadable run config (not a mapping)")
+    return config
 
 
 def load_run_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
@@ -23,15 +40,11 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
 
     run_dir = Path(run_dir)
     config_path, ckpt_path = RunPaths(run_dir).config, RunPaths(run_dir).checkpoint
-    if not config_path.exists() or not ckpt_path.exists():
-        raise ConfigError(
-            f"{run_dir}: not a trained run folder (expected {config_path.name} and {ckpt_path.name})"
-        )
+    config = _run_config(run_dir)
     try:
-        config = yaml.safe_load(config_path.read_text())
         spec = ComponentSpec.parse(config["hierarchy"], where=f"{config_path}: hierarchy")
         image_shape = tuple(config["image_shape"])
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ConfigError(f"{config_path}: unreadable run config ({exc})") from exc
     host = get_host()
     extra = {"image_shape": image_shape}
@@ -58,30 +71,62 @@ def sample_run(
     run_dir: str | Path,
     *,
     temperature: float = 1.0,
-    num_samples: int = 64,
+    num_samples: int | None = None,
     out: str | Path | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     device: str = "cpu",
-    readjust_bn: bool = False,
+    readjust_bn: bool | None = None,
+    bn_readjust_iters: int | None = None,
+    bn_readjust_batch_size: int | None = None,
 ) -> Path:
-    """Write a grid of ``num_samples`` samples at ``temperature``; returns the PNG's path."""
-    from torchvision.utils import save_image
+    """Write a grid of ``num_samples`` samples at ``temperature``; returns the PNG's path.
+
+    The samples are drawn as the run's evaluation draws its grids (:func:`genzoo.engine.sample_images`),
+    with what is not given taken from the run's ``config.yaml``: ``seed`` (the run's, which
+    its evaluation draws from), ``num_samples`` (``evaluation.num_samples``; 64 when the run drew
+    none), ``readjust_bn`` (``evaluation.bn_readjust``: BatchNorm statistics re-estimated from
+    the model's own samples, for any hierarchy with BatchNorm layers), ``bn_readjust_iters`` and
+    ``bn_readjust_batch_size`` (the same keys), and samples in chunks of ``evaluation.batch_size``.
+    So at one of the run's temperatures, on the device it was evaluated on, the defaults redraw
+    its ``samples_t<T>.png`` exactly (laid out alike: :func:`genzoo.engine.evaluator.write_sample_grid`).
+    """
+    from genzoo.engine import EvalConfig, sample_images
+    from genzoo.engine.evaluator import write_sample_grid
 
     if not temperature > 0:
         raise ConfigError(f"--temperature {temperature}: expected a number > 0")
-    if num_samples < 1:
+    if num_samples is not None and num_samples < 1:
         raise ConfigError(f"-n {num_samples}: expected at least 1 sample")
+    if bn_readjust_iters is not None and bn_readjust_iters < 0:
+        raise ConfigError(f"--bn-readjust-iters {bn_readjust_iters}: expected a number >= 0")
+    if bn_readjust_batch_size is not None and bn_readjust_batch_size < 2:
+        raise ConfigError(
+            f"--bn-readjust-batch-size {bn_readjust_batch_size}: expected at least 2 (batch statistics)"
+        )
+    run_dir = Path(run_dir)
+    config = _run_config(run_dir)
+    where = f"{RunPaths(run_dir).config}: evaluation"
+    evaluation = EvalConfig.from_dict(config.get("evaluation") or {}, where=where)
+    changes = {
+        "bn_readjust": readjust_bn,
+        "bn_readjust_iters": bn_readjust_iters,
+        "bn_readjust_batch_size": bn_readjust_batch_size,
+    }
+    evaluation = evaluation.replace(**{k: v for k, v in changes.items() if v is not None})
+    training = config.get("training") or {}
+    if seed is None:
+        seed = int(training.get("seed", config.get("seed", 0)))
     model = load_run_model(run_dir, device)
-    torch.manual_seed(seed)
-    if readjust_bn:
-        from genzoo.engine import readjusted_batchnorm
-
-        with readjusted_batchnorm(model, temperature=temperature):
-            images = model.sample(num_samples, temperature)
-    else:
-        images = model.sample(num_samples, temperature)
-    out_path = Path(out) if out else RunPaths(Path(run_dir)).cli_samples(temperature)
-    buf = io.BytesIO()
-    save_image(images.float().cpu(), buf, format="png", nrow=max(1, int(math.sqrt(num_samples))), padding=2)
-    atomic_write_bytes(out_path, buf.getvalue())
-    return out_path
+    if training.get("channels_last"):  # the kernels the evaluation ran, so the draws match
+        model.to(memory_format=torch.channels_last)
+    images = sample_images(
+        model,
+        num_samples or evaluation.num_samples or 64,
+        [temperature],
+        batch_size=evaluation.batch_size,
+        bn_readjust=evaluation.bn_readjust,
+        bn_readjust_iters=evaluation.bn_readjust_iters,
+        bn_readjust_batch_size=evaluation.bn_readjust_batch_size,
+        seed=seed,
+    )[float(temperature)]
+    return write_sample_grid(images, Path(out) if out else RunPaths(run_dir).cli_samples(temperature))

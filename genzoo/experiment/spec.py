@@ -281,7 +281,7 @@ def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for vname, body in resolved.items():
         runs += _seed_runs(vname, body, ("variants", vname), seeds, data, shared, source, group="variant",
-                           origin=("variants", vname, "hierarchy"))  # fmt: skip
+                           origin=("variants", vname, "hierarchy"), own_at=[("variants", vname)])  # fmt: skip
     for aname, base, changes in ablation_runs(doc.get("ablations"), variants, source):
         if aname in resolved or any(r.name == aname for r in runs):
             raise located(source, ("ablations",), f"ablation name {aname!r} is already used by another run")
@@ -289,6 +289,7 @@ def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
         for change_path, value in changes.items():
             set_path(body, tuple(change_path.split(".")), value, f"{source.file}: ablations.{aname}")
         swap = ("ablations", "swaps", aname)
+        changed_at = swap if swap in source.marks else ("ablations", "grid")
         runs += _seed_runs(
             aname,
             _variant(body, ("ablations", aname), source),
@@ -300,7 +301,8 @@ def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
             group="ablation",
             base=base,
             changes=changes,
-            origin=swap if swap in source.marks else ("ablations", "grid"),
+            origin=changed_at,
+            own_at=[changed_at, ("variants", base)],
         )
     return runs
 
@@ -316,18 +318,24 @@ def _seed_runs(
     *,
     group: str,
     origin: KeyPath,
+    own_at: list[KeyPath],
     base: str | None = None,
     changes: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
     """One run of ``body`` per seed, its training and evaluation settings the shared sections
-    with the run's own deep-merged in."""
+    with the run's own deep-merged in. ``own_at``: where the run's own settings may be written,
+    first place first (an ablation's change, then its base variant), for error positions."""
     from genzoo.engine.config import EvalConfig, TrainConfig
 
     configs = {}
     for section, cls in (("training", TrainConfig), ("evaluation", EvalConfig)):
-        own = body.get(section)
+        own = body.get(section) or {}
+        key_paths = {key: (section, key) for key in shared[section]}
+        for key in own:
+            written = [(*at, section, key) for at in own_at]
+            key_paths[key] = next((p for p in written if source.wrote(p)), written[-1])
         configs[section] = build_dataclass(
-            cls, deep_merge(shared[section], own or {}), (*vpath, section) if own else (section,), source
+            cls, deep_merge(shared[section], own), (*vpath, section) if own else (section,), source, key_paths
         )
     return [
         RunSpec(

@@ -54,6 +54,9 @@ class PairedDifference:
     - ``"one_pair"``: a single pair; its difference is the mean and no interval can be given
       (``ci_low``/``ci_high`` are None).
     - ``"no_pairs"``: no seed where both have a value; everything is None.
+    - ``"shared_load"``: a speed measured while other processes shared the machine
+      (:func:`genzoo.experiment.report.withhold_shared_speeds`): the mean is kept, but no
+      interval is given, since the differences are of the load as much as of the models.
     """
 
     ablation: str
@@ -65,7 +68,7 @@ class PairedDifference:
     sd: float | None
     ci_low: float | None
     ci_high: float | None
-    kind: Literal["interval", "constant", "one_pair", "no_pairs"]
+    kind: Literal["interval", "constant", "one_pair", "no_pairs", "shared_load"]
     confidence: float = CONFIDENCE
 
     @property

@@ -14,6 +14,9 @@ scheduler, in this order:
   that ended before its run started is ``failed``;
 - ``pending``: nothing yet.
 
+Each step comes with when it was recorded (its metrics record's time, or when ``results.json``
+was written), so that a step read from a stalled log is told from a fresh one.
+
 The submission record ``job.json`` is the launcher's (:mod:`.launcher`); this module reads it
 and asks the scheduler (``squeue`` for Slurm; the process table for the local launcher, on the
 host that submitted).
@@ -26,6 +29,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,11 +85,23 @@ class RunStatus:
     steps: int | None = None
     job_id: str | None = None
     detail: str = ""
+    # time.time() of what ``step`` was read from: the metrics record, or results.json's writing
+    read_at: float | None = None
 
     def progress(self) -> str:
         if self.step is None:
             return "-"
         return f"{self.step}/{self.steps}" if self.steps else str(self.step)
+
+    def age(self, now: float | None = None) -> str:
+        """How long ago ``step`` was recorded (``"14 s ago"``), or ``"-"``."""
+        if self.read_at is None:
+            return "-"
+        seconds = max(0.0, (time.time() if now is None else now) - self.read_at)
+        for unit, size, up_to in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 48 * 3600)):
+            if seconds < up_to:
+                return f"{seconds / size:.0f} {unit} ago"
+        return f"{seconds / 86400:.0f} d ago"
 
 
 def job_states(records: Iterable[JobRecord]) -> dict[str, str | None]:
@@ -145,8 +161,9 @@ def _local_job_state(record: JobRecord) -> str | None:
     return "RUNNING"
 
 
-def last_step(paths: RunPaths) -> int | None:
-    """The last training step in the run's metrics log (read from its end)."""
+def last_step(paths: RunPaths) -> tuple[int | None, float | None]:
+    """The last training step in the run's metrics log (read from its end) and the time it was
+    logged; ``(None, None)`` where there is none."""
     try:
         with open(paths.metrics, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -154,15 +171,16 @@ def last_step(paths: RunPaths) -> int | None:
             handle.seek(max(0, size - 65536))
             tail = handle.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return None
+        return None, None
     for line in reversed(tail):
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("kind") == "train" and "step" in record:
-            return int(record["step"])
-    return None
+            logged = record.get("time")
+            return int(record["step"]), float(logged) if isinstance(logged, (int, float)) else None
+    return None, None
 
 
 def _total_steps(paths: RunPaths) -> int | None:
@@ -181,6 +199,13 @@ def _results(paths: RunPaths) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _written_at(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def run_status(
     run_id: str, paths: RunPaths, fingerprint: str | None, job_state: str | None = None
 ) -> RunStatus:
@@ -190,28 +215,33 @@ def run_status(
     job_id = record.job_id if record else None
     steps = _total_steps(paths)
     owner = owner_of(paths.lock) if paths.lock.exists() else None
+    step, logged = last_step(paths)
     if owner is not None:
-        return RunStatus(run_id, "running", last_step(paths), steps, owner.job_id or job_id, owner.describe())
+        return RunStatus(
+            run_id, "running", step, steps, owner.job_id or job_id, owner.describe(), read_at=logged
+        )
     results = _results(paths)
     same = results is not None and (fingerprint is None or results.get("fingerprint") == fingerprint)
     if same and results.get("status") in ("finished", "diverged"):
-        return RunStatus(run_id, results["status"], results.get("step"), steps, job_id)
+        written = _written_at(paths.results)
+        return RunStatus(run_id, results["status"], results.get("step"), steps, job_id, read_at=written)
     if record is not None:
         if job_state:
-            return RunStatus(run_id, "queued", last_step(paths), steps, job_id, f"job {job_state.lower()}")
+            detail = f"job {job_state.lower()}"
+            return RunStatus(run_id, "queued", step, steps, job_id, detail, read_at=logged)
         newer = results is None or record.submitted > paths.results.stat().st_mtime
         if job_state is None and newer:
             where = "no squeue here" if record.launcher == "slurm" else f"a local job of {record.host}"
-            return RunStatus(run_id, "queued", last_step(paths), steps, job_id, f"state unknown ({where})")
+            detail = f"state unknown ({where})"
+            return RunStatus(run_id, "queued", step, steps, job_id, detail, read_at=logged)
     if same and results.get("status") in ("failed", "interrupted"):
         detail = str(results.get("reason", "")) if results["status"] == "failed" else "rerun to resume"
-        return RunStatus(run_id, results["status"], results.get("step"), steps, job_id, detail)
-    step = last_step(paths)
+        written = _written_at(paths.results)
+        return RunStatus(run_id, results["status"], results.get("step"), steps, job_id, detail, written)
     log = f"; log: {record.log}" if record is not None and record.log else ""
     if step is not None or paths.checkpoint.exists():
-        return RunStatus(
-            run_id, "interrupted", step, steps, job_id, "no process owns it; rerun to resume" + log
-        )
+        detail = "no process owns it; rerun to resume" + log
+        return RunStatus(run_id, "interrupted", step, steps, job_id, detail, read_at=logged)
     if record is not None:
         return RunStatus(run_id, "failed", None, steps, job_id, "its job ended before the run started" + log)
     return RunStatus(run_id, "pending", None, steps)

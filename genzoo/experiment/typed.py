@@ -93,28 +93,38 @@ def describe_type(tp: Any) -> str:
     return _type_name(tp)
 
 
-def build_dataclass(cls: type, mapping: Any, path: KeyPath, source: SourceMap | None) -> Any:
+def build_dataclass(
+    cls: type,
+    mapping: Any,
+    path: KeyPath,
+    source: SourceMap | None,
+    key_paths: Mapping[str, KeyPath] | None = None,
+) -> Any:
     """``cls(**mapping)`` with unknown keys, wrong types and the class's own validation errors
-    reported against ``path`` in ``source``."""
+    reported against ``path`` in ``source``. A mapping merged from several places passes
+    ``key_paths``: where each of its keys was written, so that an error points at that key's line
+    rather than at one of the blocks it was merged from."""
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, Mapping):
         raise located(source, path, f"expected a mapping, got {type(mapping).__name__} {mapping!r}")
+    key_paths = key_paths or {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key, value in mapping.items():
+        key_path = key_paths.get(key, (*path, key))
         if key not in fields:
-            raise unknown_key_error(source, path, key, list(fields))
+            raise unknown_key_error(source, key_path[:-1], key, list(fields))
         tp = hints.get(key, Any)
         if not check_type(value, tp):
-            raise located(source, (*path, key), f"expected {describe_type(tp)}, got {value!r}")
+            raise located(source, key_path, f"expected {describe_type(tp)}, got {value!r}")
     try:
         return cls(**mapping)
     except (ValueError, TypeError, ConfigError) as exc:
         message = str(exc)
         named = re.search(r"(?:^|[.\s])(\w+)=", message)
         bad = named.group(1) if named and named.group(1) in mapping else None
-        raise located(source, (*path, bad) if bad else path, message) from None
+        raise located(source, key_paths.get(bad, (*path, bad)) if bad else path, message) from None
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -40,6 +40,10 @@ class SourceMap:
                 return f"{self.file}:{mark[0]}:{mark[1]}"
         return self.file
 
+    def wrote(self, path: KeyPath) -> bool:
+        """Whether the file, a profile or a ``--set`` wrote ``path`` itself (not only a prefix)."""
+        return tuple(path) in self.marks or tuple(path) in self.origins
+
 
 def format_path(path: KeyPath) -> str:
     """``training.kl_warmup.portion`` / ``seeds[1]``."""
@@ -54,9 +58,18 @@ def _collect_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, tuple[in
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
-            marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            marks[(*path, key)] = mark
             _collect_marks(value_node, (*path, key), marks)
-            marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if isinstance(key, str) and "." in key:
+                # A dotted key (``training.lr: 1e-3`` in a profile or an ablation) is found under
+                # the path it expands to, and its prefixes, as well; where the same path is written
+                # twice, the later mark is kept, as merging keeps the later value.
+                parts = key.split(".")
+                for cut in range(1, len(parts)):
+                    marks.setdefault((*path, *parts[:cut]), mark)
+                marks[(*path, *parts)] = mark
+                _collect_marks(value_node, (*path, *parts), marks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _collect_marks(item, (*path, i), marks)
