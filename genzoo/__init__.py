@@ -8,6 +8,7 @@ torch nor the engine.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from genzoo import interfaces
 from genzoo.discovery import (
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
@@ -29,7 +30,7 @@ from genzoo.errors import (
     WrongKindError,
 )
 from genzoo.hookspecs import hookimpl
-from genzoo.registry import Entry, PluginInfo, Registry, current_registry, register_modules
+from genzoo.registry import Entry, PluginInfo, Registry, component, current_registry, register_modules
 from genzoo.run_info import RunInfo
 from genzoo.spec import ComponentSpec
 
@@ -39,29 +40,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 
-_INTERFACES = (
-    "KINDS",
-    "Cell",
-    "ChannelGate",
-    "GateLayer",
-    "GroupInfo",
-    "Hierarchy",
-    "HierarchyOutput",
-    "ImageDataset",
-    "LatentGroup",
-    "LatentOutput",
-    "Metric",
-    "OutputLikelihood",
-    "Regularizer",
-    "TrainProgress",
-)
+_INTERFACES = tuple(name for name in interfaces.__all__ if name != "RESAMPLE_MODES")
+"""The interfaces re-exported here, on first use (they import torch)."""
 
 
 def __getattr__(name: str):
     if name in _INTERFACES:
-        import genzoo.interfaces
-
-        value = getattr(genzoo.interfaces, name)
+        value = getattr(interfaces, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'genzoo' has no attribute {name!r}")
@@ -102,6 +87,7 @@ __all__ = [
     "UnknownKeyError",
     "WrongKindError",
     "__version__",
+    "component",
     "create",
     "current_registry",
     "get_host",

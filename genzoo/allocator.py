@@ -6,7 +6,7 @@ heap back to the kernel once more than twice that threshold is free (``M_TRIM_TH
 training step allocates and frees the same large activation tensors at every step, so their
 pages go back to the kernel and are faulted in again, page by page, at the next step: 12,000 to
 55,000 minor page faults per NVAE cell step, and 1.4 to 1.5x the cell's time
-(``benchmarks/page_faults.py``). :func:`configure` keeps them: blocks up to 32 MiB (the largest
+(``benchmarks/cells/page_faults.py``). :func:`configure` keeps them: blocks up to 32 MiB (the largest
 threshold glibc accepts) come from the heap, and the heap is not trimmed below 2 GiB of free
 space. The figures are the same; the process keeps the memory of its largest step in its heap
 (its resident set after a step stays near its peak, where glibc's defaults let it fall back),

@@ -16,7 +16,7 @@ from pathlib import Path
 from genzoo import __version__
 from genzoo.discovery import component_listing, get_host
 from genzoo.errors import ConfigError, GenzooError
-from genzoo.kinds import KIND_NAMES
+from genzoo.interfaces import KIND_NAMES
 
 EXIT_USAGE = 2
 

@@ -1,7 +1,7 @@
 """genzoo's compiled CPU kernels (``genzoo/csrc/``): the weight gradient of a depthwise
 convolution (NVAE's decoder cell's) on channels_last tensors (``depthwise.cpp``; the largest single operation
 of a default cell step on CPU, 3 to 4x faster than oneDNN's: benchmarks/README.md,
-bench_depthwise_grad.py), and ELU with its gradient (``elu.cpp``; torch's ELU is about 50x
+benchmarks/cells/bench_depthwise_grad.py), and ELU with its gradient (``elu.cpp``; torch's ELU is about 50x
 slower than its Swish on CPU, its ``expm1`` running at scalar speed: :mod:`genzoo.activations`). They are in the core, not
 in the NVAE plugin, because several plugins use them and plugins do not import each other.
 

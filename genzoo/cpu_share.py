@@ -13,7 +13,7 @@ Until issue 23 genzoo adapted each process's threads to the genzoo processes tra
 at the moment (``cores // processes``): two runs at once did not oversubscribe the cores, but a
 run's figures depended on what else ran beside it. Nothing that runs beside a run changes its
 threads now, so two processes that each take every core oversubscribe them, and each step
-waits for threads that another process holds (``benchmarks/bench_concurrent.py``; *Two
+waits for threads that another process holds (``benchmarks/compare/bench_concurrent.py``; *Two
 processes at once* in ``benchmarks/README.md``: 3.8 to 5.2x each on 2 cores). Passive waiting
 (``OMP_WAIT_POLICY=PASSIVE`` for torch's libgomp) brought that to 2.6 to 3.0x of a step alone
 but made every run alone 1.6 to 3.3x slower, so genzoo leaves libgomp's default. What does
@@ -122,8 +122,16 @@ def thread_record(setting: int | str, threads: int) -> dict[str, Any]:
     return {"threads": threads, "setting": setting, "cpus": len(_usable_cpus())}
 
 
+REGISTER_ENV = "GENZOO_CPU_REGISTER"
+"""An environment variable naming another folder for the register (genzoo's own tests set it, so
+that the processes they start neither see nor warn about the genzoo runs of the machine's user)."""
+
+
 def default_folder() -> Path:
-    """The per-user folder of the register: one locked file per genzoo process training on CPU."""
+    """The per-user folder of the register: one locked file per genzoo process training on CPU
+    (``$GENZOO_CPU_REGISTER`` where it is set)."""
+    if os.environ.get(REGISTER_ENV):
+        return Path(os.environ[REGISTER_ENV])
     user = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"genzoo-cpu-threads-{user}"
 
@@ -190,12 +198,21 @@ class ThreadRegister:
         if threads + sum(others) <= self.cores:
             return None
         share = max(1, self.cores // (len(others) + 1))
-        return (
+        situation = (
             f"{len(others)} other genzoo process(es) train on this machine's {self.cores} cores with "
-            f"{sum(others)} threads, and this run takes {threads} (training.cpu_threads): with more "
-            "threads than cores each step can take 4 to 20x its time alone. Give each process its share "
-            f"of the cores, e.g. --set training.cpu_threads={share} or OMP_NUM_THREADS={share} (a run's "
-            "threads are part of what its figures depend on, so genzoo does not change them itself)."
+            f"{sum(others)} threads, and this run takes {threads} (training.cpu_threads)"
+        )
+        if threads <= share:  # this run already takes no more than its share: the others do not
+            return (
+                f"{situation}: more threads than cores, so the processes take turns and each step is "
+                "slower than alone; the others take more than their share, or there are more genzoo "
+                "processes than cores."
+            )
+        return (
+            f"{situation}: with more threads than cores each step can take 4 to 20x its time alone. Give "
+            f"each process its share of the cores, e.g. --set training.cpu_threads={share} or "
+            f"OMP_NUM_THREADS={share} (a run's threads are part of what its figures depend on, so genzoo "
+            "does not change them itself)."
         )
 
     def close(self) -> None:

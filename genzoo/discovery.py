@@ -1,16 +1,18 @@
-"""Plugin discovery and the plugin host (the pluggy ``PluginManager`` plus the registry).
+"""Plugin discovery and the plugin host (a pluggy ``PluginManager`` plus the registry).
 
 Plugins are found in three places, in this order:
 
-1. the built-in plugins listed in ``registry.yaml`` (shipped inside the ``genzoo_plugins``
-   package; ``GENZOO_REGISTRY_FILE`` points at another file);
-2. installed packages, through the entry-point group ``genzoo.plugins`` (skipped when the
-   environment variable ``GENZOO_DISABLE_PLUGIN_AUTOLOAD`` is set, as pytest's
-   ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``);
+1. the built-in plugins, :data:`genzoo_plugins.BUILTIN_PLUGINS` (``GENZOO_REGISTRY_FILE`` names
+   a YAML file listing other modules to load instead);
+2. installed packages, through the entry-point group ``genzoo.plugins``, loaded by pluggy's
+   ``load_setuptools_entrypoints`` (skipped when the environment variable
+   ``GENZOO_DISABLE_PLUGIN_AUTOLOAD`` is set, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``);
 3. plugin modules an experiment file names under ``plugins:`` (:meth:`PluginHost.load_module`).
 
 A plugin is a module with ``@genzoo.hookimpl`` functions. It may declare the plugin-API
 version it was written for as ``GENZOO_PLUGIN_API = 1``; a mismatch is refused at load time.
+Every plugin, wherever found, is registered through :meth:`PluginManager.register`, which adds
+genzoo's checks and messages to pluggy's; every hook is called through pluggy.
 
 Loading the plugins imports their component modules, and with them torch; ``genzoo list`` reads
 a cached listing instead while nothing it came from has changed (:func:`component_listing`).
@@ -22,13 +24,13 @@ import difflib
 import hashlib
 import importlib
 import importlib.metadata
-import importlib.resources
 import importlib.util
 import json
 import os
 import sys
 import sysconfig
 import threading
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -53,81 +55,112 @@ class PluginHookError(GenzooError):
     """A plugin's hook implementation raised; the message names the plugin."""
 
 
-class PluginHost:
-    """One pluggy ``PluginManager`` and the :class:`Registry` its plugins fill."""
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager, with genzoo's checks on every plugin it registers, however the
+    plugin was found (pluggy's own ``load_setuptools_entrypoints`` registers through
+    :meth:`register` too, as pytest's ``PytestPluginManager`` overrides it): the plugin-API
+    handshake, misspelt hooks refused with the closest names, and errors naming the plugin.
 
-    def __init__(self) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        self.registry = Registry()
-        self.plugins: dict[str, PluginInfo] = {}
+    :param registry: the registry each plugin's ``genzoo_register`` hook fills.
+    """
 
-    # -- loading -----------------------------------------------------------------------------
-    def register_plugin(self, plugin: Any, info: PluginInfo) -> None:
-        """Register an imported plugin object (a module or any object with hook impls) and let
-        it fill the registry."""
-        if info.name in self.plugins:
-            if self.pm.get_plugin(info.name) is plugin:
-                return
-            raise PluginLoadError(
-                f"two plugins are named {info.name!r}: {self.plugins[info.name].describe()} and "
-                f"{info.describe()}"
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.registry = registry
+        self.infos: dict[str, PluginInfo] = {}
+        """Where each registered plugin came from, by name."""
+        self.provenance: dict[str, PluginInfo] = {}
+        """Where the plugins that pluggy's loader registers by name alone come from (noted by
+        :meth:`PluginHost.load_entry_points` before it loads them)."""
+
+    def register(self, plugin: Any, name: str | None = None, *, info: PluginInfo | None = None) -> str | None:
+        """Register ``plugin`` (a module or any object with hook implementations) and let it fill
+        the registry: its ``genzoo_register`` hook is called right away, on its own
+        implementations only.
+
+        :param info: where the plugin came from; without it, what :attr:`provenance` notes for
+            ``name``, or else a plugin registered from code (``source="python"``).
+        :returns: the plugin's name, or None if this very plugin is registered already.
+        """
+        if info is None:
+            name = name or self.get_canonical_name(plugin)
+            info = self.provenance.get(name) or PluginInfo(
+                name=name, source="python", module=getattr(plugin, "__name__", "")
             )
-        if self.pm.is_registered(plugin):  # the same module reached again under another name
-            return
-        self._check_api_version(plugin, info)
+        if info.name in self.infos:
+            if self.get_plugin(info.name) is plugin:
+                return None
+            raise PluginLoadError(
+                f"two plugins are named {info.name!r}: {self.infos[info.name].describe()} and {info.describe()}"
+            )
+        if self.is_registered(plugin):  # the same module reached again under another name
+            return None
+        wanted = getattr(plugin, "GENZOO_PLUGIN_API", None)
+        if wanted is not None and wanted != PLUGIN_API_VERSION:
+            raise PluginLoadError(
+                f"plugin {info.describe()} needs genzoo plugin API {wanted!r}, but this genzoo "
+                f"provides API {PLUGIN_API_VERSION}; upgrade the plugin or genzoo"
+            )
         try:
-            self.pm.register(plugin, name=info.name)
+            super().register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:
             raise PluginLoadError(f"plugin {info.describe()} has an invalid hook: {exc}") from exc
-        unknown = self._unknown_hooks(plugin)
-        if unknown:
-            self.pm.unregister(plugin)
-            raise PluginLoadError(f"plugin {info.describe()} implements unknown hooks: {'; '.join(unknown)}")
-        wrappers = self._wrapper_hooks(plugin)
-        if wrappers:
-            self.pm.unregister(plugin)
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = self._unknown_hooks(plugin) or [str(exc)]
+            self.unregister(plugin)
             raise PluginLoadError(
-                f"plugin {info.describe()} implements {', '.join(wrappers)} as a wrapper (wrapper=True or "
-                "hookwrapper=True); genzoo calls its hooks as plain calls, so implement them without it"
-            )
-        self.plugins[info.name] = info
-        impls = [i for i in self.pm.hook.genzoo_register.get_hookimpls() if i.plugin is plugin]
+                f"plugin {info.describe()} implements unknown hooks: {'; '.join(unknown)}"
+            ) from None
+        self.infos[info.name] = info
+        others = [p for p in self.get_plugins() if p is not plugin]
+        register_components = self.subset_hook_caller("genzoo_register", remove_plugins=others)
         with self.registry._registering_as(info):
-            for impl in impls:
-                try:
-                    impl.function(registry=self.registry)
-                except GenzooError:
-                    raise
-                except Exception as exc:
-                    raise PluginLoadError(
-                        f"plugin {info.describe()} failed in genzoo_register: {type(exc).__name__}: {exc}"
-                    ) from exc
+            try:
+                register_components(registry=self.registry)
+            except GenzooError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(
+                    f"plugin {info.describe()} failed in genzoo_register: {type(exc).__name__}: {exc}"
+                ) from exc
+        return info.name
 
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         """Hook implementations of ``plugin`` that no hookspec declares (a misspelt hook would
         otherwise never be called), each with the closest known hook names."""
-        known = [name for name, caller in vars(self.pm.hook).items() if getattr(caller, "spec", None)]
+        callers = {name: caller for name, caller in vars(self.hook).items() if not name.startswith("_")}
+        known = [name for name, caller in callers.items() if caller.has_spec()]
         found = []
-        for name, caller in vars(self.pm.hook).items():
-            if getattr(caller, "spec", True) is None and any(
-                i.plugin is plugin for i in caller.get_hookimpls()
-            ):
+        for name, caller in callers.items():
+            if not caller.has_spec() and any(i.plugin is plugin for i in caller.get_hookimpls()):
                 close = difflib.get_close_matches(name, known, n=3)
                 found.append(
                     f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
                 )
         return found
 
-    def _wrapper_hooks(self, plugin: Any) -> list[str]:
-        """Hooks ``plugin`` implements as pluggy wrappers, which :meth:`call_hook` does not run."""
-        return sorted(
-            name
-            for name, caller in vars(self.pm.hook).items()
-            if hasattr(caller, "get_hookimpls")
-            for impl in caller.get_hookimpls()
-            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
-        )
+    def describe(self, plugin_name: str) -> str:
+        """The plugin registered as ``plugin_name``, as errors name it."""
+        info = self.infos.get(plugin_name)
+        return info.describe() if info else repr(plugin_name)
+
+
+class PluginHost:
+    """One :class:`PluginManager` and the :class:`Registry` its plugins fill."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.pm = PluginManager(self.registry)
+        self.plugins: dict[str, PluginInfo] = self.pm.infos
+
+    # -- loading -----------------------------------------------------------------------------
+    def register_plugin(self, plugin: Any, info: PluginInfo) -> None:
+        """Register an imported plugin object (a module or any object with hook impls) and let
+        it fill the registry."""
+        self.pm.register(plugin, info=info)
 
     def load_module(self, module_name: str, *, source: str = "experiment", name: str | None = None) -> None:
         """Import ``module_name`` and register it as a plugin from ``source``."""
@@ -136,25 +169,22 @@ class PluginHost:
         self.register_plugin(module, info)
 
     def load_builtin(self, registry_file: str | os.PathLike | None = None) -> None:
-        """Load the plugins that ``registry.yaml`` lists."""
-        path, text = _read_registry_file(registry_file)
-        try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise PluginLoadError(f"{path}: not valid YAML: {exc}") from exc
-        entries = doc.get("plugins") if isinstance(doc, dict) else None
-        if not isinstance(entries, list):
-            raise PluginLoadError(f"{path}: expected a top-level key 'plugins' holding a list")
-        for i, item in enumerate(entries):
-            if not (isinstance(item, dict) and isinstance(item.get("module"), str)):
-                raise PluginLoadError(
-                    f"{path}: plugins[{i}] must be a mapping with a 'module' string (and an "
-                    f"optional 'name'); got {item!r}"
-                )
+        """Load the built-in plugins, :data:`genzoo_plugins.BUILTIN_PLUGINS`; or, given a
+        ``registry_file`` (or ``GENZOO_REGISTRY_FILE``), the modules that YAML file lists
+        under ``plugins:`` (each a mapping with a ``module`` and an optional ``name``)."""
+        chosen = registry_file or os.environ.get(REGISTRY_FILE_ENV)
+        if not chosen:
+            for name, module in _builtin_plugins().items():
+                self.register_plugin(module, PluginInfo(name=name, source="built-in", module=module.__name__))
+            return
+        path, text = _read_registry_file(chosen)
+        for item in _registry_file_entries(path, text):
             self.load_module(item["module"], source="built-in", name=item.get("name"))
 
     def load_entry_points(self) -> None:
-        """Load installed third-party plugins from the ``genzoo.plugins`` entry-point group."""
+        """Load installed third-party plugins from the ``genzoo.plugins`` entry-point group with
+        pluggy's ``load_setuptools_entrypoints``, one entry point at a time in the order of
+        their names, so that one failing to import is named with its distribution."""
         if os.environ.get(DISABLE_AUTOLOAD_ENV):
             return
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -167,49 +197,69 @@ class PluginHost:
                 version=dist.version if dist is not None else None,
                 entry_point=f"{ep.name} = {ep.value}",
             )
-            if info.name in self.plugins and self.plugins[info.name].entry_point == info.entry_point:
+            known = self.plugins.get(info.name)
+            if known is not None and known.entry_point == info.entry_point:
                 continue  # the same distribution found twice on sys.path
+            if known is not None:  # pluggy's loader would skip it silently
+                raise PluginLoadError(
+                    f"two plugins are named {info.name!r}: {known.describe()} and {info.describe()}"
+                )
+            self.pm.provenance[info.name] = info
             try:
-                plugin = ep.load()
+                self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=info.name)
+            except GenzooError:
+                raise
             except Exception as exc:
                 raise PluginLoadError(
                     f"plugin {info.describe()} failed to import from entry point "
                     f"'{info.entry_point}' (group {ENTRY_POINT_GROUP!r}): {type(exc).__name__}: {exc}. "
                     f"Set {DISABLE_AUTOLOAD_ENV}=1 to start without installed plugins."
                 ) from exc
-            self.register_plugin(plugin, info)
 
     # -- lifecycle hooks ---------------------------------------------------------------------
-    def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
-        """Call the lifecycle hook ``name`` on every plugin, in pluggy's order (last registered
-        and ``tryfirst`` first), naming the plugin that raises; pluggy's own call would not
-        say which one did. Wrapper implementations are refused at load time."""
-        caller = getattr(self.pm.hook, name)
-        results = []
-        for impl in reversed(caller.get_hookimpls()):
-            args = {a: kwargs[a] for a in impl.argnames if a in kwargs}
-            try:
-                result = impl.function(**args)
-            except GenzooError:
-                raise
-            except Exception as exc:
-                info = self.plugins.get(impl.plugin_name)
-                who = info.describe() if info else repr(impl.plugin_name)
-                raise PluginHookError(
-                    f"plugin {who} raised in hook {name}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if result is not None:
-                results.append(result)
-        return results
+    def call_hook(self, name: str, **kwargs: Any) -> Any:
+        """Call the hook ``name`` through pluggy (``pm.hook.<name>(**kwargs)``): implementations
+        in pluggy's order (last registered and ``tryfirst`` first), wrappers around them. Returns
+        what pluggy does: the list of the implementations' results that are not None (the first
+        such result for a ``firstresult`` hook).
 
-    @staticmethod
-    def _check_api_version(plugin: Any, info: PluginInfo) -> None:
-        wanted = getattr(plugin, "GENZOO_PLUGIN_API", None)
-        if wanted is not None and wanted != PLUGIN_API_VERSION:
-            raise PluginLoadError(
-                f"plugin {info.describe()} needs genzoo plugin API {wanted!r}, but this genzoo "
-                f"provides API {PLUGIN_API_VERSION}; upgrade the plugin or genzoo"
-            )
+        :raises PluginHookError: naming the plugin whose implementation raised (pluggy's own
+            exception would not say which one did); genzoo's own errors pass unchanged.
+        """
+        caller = getattr(self.pm.hook, name)
+        try:
+            return caller(**kwargs)
+        except GenzooError:
+            raise
+        except Exception as exc:
+            raiser = _raising_plugin(exc, caller.get_hookimpls())
+            who = f"plugin {self.pm.describe(raiser)}" if raiser else "a plugin"
+            raise PluginHookError(f"{who} raised in hook {name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _raising_plugin(exc: BaseException, impls: list[pluggy.HookImpl]) -> str | None:
+    """The name of the plugin whose implementation (among ``impls``) ``exc`` was raised in: the
+    innermost of their frames in its traceback, or None if it came from none of them."""
+    owners = {}
+    for impl in impls:
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            owners[code] = impl.plugin_name
+    found = [
+        owners[frame.f_code] for frame, _ in traceback.walk_tb(exc.__traceback__) if frame.f_code in owners
+    ]
+    return found[-1] if found else None
+
+
+def _builtin_plugins() -> dict[str, ModuleType]:
+    try:
+        import genzoo_plugins
+    except Exception as exc:
+        raise PluginLoadError(
+            f"the built-in plugins (package genzoo_plugins) failed to import: {type(exc).__name__}: "
+            f"{exc}; reinstall genzoo (pip install genzoo)"
+        ) from exc
+    return genzoo_plugins.BUILTIN_PLUGINS
 
 
 def _import_plugin(module_name: str, info: PluginInfo) -> ModuleType:
@@ -221,22 +271,30 @@ def _import_plugin(module_name: str, info: PluginInfo) -> ModuleType:
         ) from exc
 
 
-def _read_registry_file(registry_file: str | os.PathLike | None) -> tuple[str, str]:
-    chosen = registry_file or os.environ.get(REGISTRY_FILE_ENV)
-    if chosen:
-        path = Path(chosen)
-        try:
-            return str(path), path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PluginLoadError(f"cannot read registry file {path}: {exc.strerror}") from exc
+def _read_registry_file(chosen: str | os.PathLike) -> tuple[str, str]:
+    path = Path(chosen)
     try:
-        resource = importlib.resources.files("genzoo_plugins").joinpath("registry.yaml")
-        return str(resource), resource.read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise PluginLoadError(
-            "the built-in plugin list genzoo_plugins/registry.yaml is missing; reinstall genzoo "
-            f"(pip install genzoo) or set {REGISTRY_FILE_ENV}: {exc}"
-        ) from exc
+        return str(path), path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PluginLoadError(f"cannot read registry file {path}: {exc.strerror}") from exc
+
+
+def _registry_file_entries(path: str, text: str) -> list[dict[str, Any]]:
+    """The ``plugins:`` entries of a registry file, each checked to hold a ``module``."""
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PluginLoadError(f"{path}: not valid YAML: {exc}") from exc
+    entries = doc.get("plugins") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise PluginLoadError(f"{path}: expected a top-level key 'plugins' holding a list")
+    for i, item in enumerate(entries):
+        if not (isinstance(item, dict) and isinstance(item.get("module"), str)):
+            raise PluginLoadError(
+                f"{path}: plugins[{i}] must be a mapping with a 'module' string (and an "
+                f"optional 'name'); got {item!r}"
+            )
+    return entries
 
 
 _default_host: PluginHost | None = None
@@ -284,8 +342,8 @@ def component_listing(pattern: str = "*", kind: str | None = None) -> list[Liste
 
     Registrations are made by importing each plugin's component modules, which import torch
     (seconds; many more on a busy machine). So the listing is kept in ``~/.cache/genzoo/`` beside
-    a fingerprint of what it was read from (the built-in plugin list, the installed plugins'
-    entry points, the size and modification time of every file of genzoo and of each plugin's
+    a fingerprint of what it was read from (the built-in plugins (or the registry file),
+    the installed plugins' entry points, the size and modification time of every file of genzoo and of each plugin's
     package, and of the site-packages folder), and read back, importing nothing, while that
     fingerprint holds. A host already loaded in this process is listed as it is.
     """
@@ -317,8 +375,12 @@ def _listing_fingerprint() -> str | None:
     :func:`component_listing`), found without importing the plugins (only their parent packages,
     as ``importlib.util.find_spec`` does); None where that cannot be told."""
     try:
-        registry_path, registry_text = _read_registry_file(None)
-        modules = [item["module"] for item in yaml.safe_load(registry_text)["plugins"]]
+        registry_file = os.environ.get(REGISTRY_FILE_ENV)
+        if registry_file:
+            registry = list(_read_registry_file(registry_file))
+            modules = [item["module"] for item in _registry_file_entries(*registry)]
+        else:  # the built-in list and every built-in plugin live in the package's folder
+            registry, modules = None, ["genzoo_plugins"]
         points = []
         if not os.environ.get(DISABLE_AUTOLOAD_ENV):
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -332,7 +394,7 @@ def _listing_fingerprint() -> str | None:
             files += _file_stats(list(spec.submodule_search_locations or [spec.origin]))
         sites = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
         state = {
-            "registry": [registry_path, registry_text],
+            "registry": registry,
             "entry_points": sorted(points, key=str),
             "files": files,
             "site": [[site, os.stat(site).st_mtime_ns] for site in sites],

@@ -2,12 +2,14 @@
 
 Every hook is declared here once, with its docstring as the contract, in the manner of
 ``_pytest/hookspec.py``. Plugins implement them as plain functions marked ``@genzoo.hookimpl``
-in a module that genzoo loads from ``registry.yaml``, from an installed package's entry point in
-the group ``genzoo.plugins``, or from an experiment file's ``plugins:`` list.
+in a module that genzoo loads as a built-in plugin (``genzoo_plugins.BUILTIN_PLUGINS``), from an
+installed package's entry point in the group ``genzoo.plugins``, or from an experiment file's
+``plugins:`` list.
 
-Hook arguments are passed by keyword; an implementation may accept any subset of them. The
-lifecycle hooks are plain calls: an implementation marked ``wrapper=True`` or
-``hookwrapper=True`` is refused when its plugin is loaded, naming the plugin and the hook.
+Hook arguments are passed by keyword; an implementation may accept any subset of them. genzoo
+calls every hook through pluggy's plugin manager, so pluggy's options apply: ``tryfirst`` and
+``trylast`` order the implementations, and an implementation marked ``wrapper=True`` (or the
+older ``hookwrapper=True``) wraps the others' calls of that hook.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def genzoo_register(registry: Registry) -> None:
     """Register this plugin's components.
 
-    Called once per plugin, right after the plugin is loaded. Call
-    ``registry.add(kind, key, factory, description=...)`` for each component, where ``kind`` is
-    one of :data:`genzoo.KINDS` (``cell``, ``gate``, ``latent_group``, ``regularizer``,
-    ``hierarchy``, ``likelihood``, ``dataset``, ``metric``), ``key`` is ``plugin.component`` in
-    snake case, and ``factory`` is a callable (usually the class) that takes keyword arguments
-    and returns an instance of the kind's interface.
+    Called once per plugin, right after the plugin is loaded, on that plugin's implementations
+    only. Call ``registry.add(kind, key, factory, description=...)`` for each component, where
+    ``kind`` is one of :data:`genzoo.KINDS` (``genzoo list --kind`` names them), ``key`` is
+    ``plugin.component`` in snake case, and ``factory`` is a callable (usually the class) that
+    takes keyword arguments and returns an instance of the kind's interface. Components declared
+    where they are defined, with ``@genzoo.component(kind, key, ...)``, are added with
+    ``registry.add_declared(module, ...)``.
 
     :param registry: the :class:`genzoo.Registry` being populated.
     """

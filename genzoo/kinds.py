@@ -1,14 +1,14 @@
-"""The names of genzoo's component kinds, without their interfaces (which need torch), so that
-the registry, the command line and ``import genzoo`` stay light."""
+"""Deprecated alias, kept for one release: the kinds are declared once, in
+:mod:`genzoo.interfaces` (``from genzoo.interfaces import KIND_NAMES``)."""
 
-KIND_NAMES: tuple[str, ...] = (
-    "cell",
-    "gate",
-    "latent_group",
-    "regularizer",
-    "hierarchy",
-    "likelihood",
-    "dataset",
-    "metric",
+import warnings
+
+from genzoo.interfaces import KIND_NAMES
+
+__all__ = ["KIND_NAMES"]
+
+warnings.warn(
+    "genzoo.kinds is deprecated and goes in the next release: import KIND_NAMES from genzoo.interfaces",
+    DeprecationWarning,
+    stacklevel=2,
 )
-"""Every kind a component can be registered as; :data:`genzoo.KINDS` maps each to its interface."""

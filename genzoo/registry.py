@@ -1,8 +1,10 @@
 """The component registry: ``(kind, key) -> factory``, filled by plugins.
 
-A plugin calls :meth:`Registry.add` from its ``genzoo_register`` hook; everything else (the
-experiment runner, the CLI, user code) looks components up by kind and key, lists them with a
-wildcard pattern as ``timm.list_models("*resnet*")`` does, and creates them by name.
+A plugin fills it from its ``genzoo_register`` hook, with :meth:`Registry.add` or, for
+components declared where they are defined with :func:`component` (as timm's
+``@register_model``), :meth:`Registry.add_declared`. Everything else (the experiment runner,
+the CLI, user code) looks components up by kind and key, lists them with a wildcard pattern as
+``timm.list_models("*resnet*")`` does, and creates them by name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any, Protocol, TypeVar
 
 from genzoo.errors import (
@@ -24,7 +26,7 @@ from genzoo.errors import (
     UnknownKeyError,
     WrongKindError,
 )
-from genzoo.kinds import KIND_NAMES
+from genzoo.interfaces import KIND_NAMES
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,36 @@ class Registry:
 
         return decorate
 
+    def add_declared(self, *sources: ModuleType | Callable[..., Any]) -> list[Entry]:
+        """Add the components declared with :func:`component`: those of each factory given, and
+        those of each module given that are defined in it, in the order they are defined.
+
+        A plugin's ``genzoo_register`` hook can be this single call over its component modules.
+
+        :raises RegistryError: if a source declares no component (a forgotten decorator would
+            otherwise go unnoticed until its key is looked up).
+        """
+        added = []
+        for source in sources:
+            declared = _declared_in(source) if isinstance(source, ModuleType) else _declared_by(source)
+            if not declared:
+                raise RegistryError(
+                    f"{getattr(source, '__name__', source)!r} declares no component: mark its "
+                    "factories with @genzoo.component(kind, key, description=...)"
+                )
+            for factory, d in declared:
+                added.append(
+                    self.add(
+                        d.kind,
+                        d.key,
+                        factory,
+                        description=d.description,
+                        accepts=d.accepts,
+                        example=d.example,
+                    )
+                )
+        return added
+
     def _registering_as(self, plugin: PluginInfo) -> _PluginScope:
         """Attribute the registrations made inside the ``with`` block to ``plugin``."""
         return _PluginScope(self, plugin)
@@ -302,18 +334,101 @@ def namespace_of(key: str) -> str:
     return key.split(".", 1)[0]
 
 
-def register_modules(registry: Registry, package: str, modules: Iterable[str]) -> None:
-    """Import ``package.<name>`` for each of ``modules`` and call its ``register(registry)``.
+@dataclass(frozen=True)
+class Declaration:
+    """A component declared where its factory is defined (:func:`component`); the arguments
+    :meth:`Registry.add` takes, kept on the factory until a plugin adds it."""
 
-    The pattern of the built-in plugins, one module per component: a plugin's
-    ``genzoo_register`` hook can be this single call.
+    kind: str
+    key: str
+    description: str = ""
+    accepts: tuple[str, ...] = ()
+    example: Mapping[str, Any] | None = None
+
+
+_DECLARATIONS = "__genzoo_components__"
+
+_Factory = TypeVar("_Factory", bound=Callable[..., Any])
+
+
+def component(
+    kind: str,
+    key: str,
+    *,
+    description: str = "",
+    accepts: Iterable[str] = (),
+    example: Mapping[str, Any] | None = None,
+) -> Callable[[_Factory], _Factory]:
+    """Declare the decorated class (or factory function) as the component ``key`` of ``kind``,
+    where it is defined, as timm's ``@register_model`` does::
+
+        @genzoo.component("cell", "nvae.residual_cell", description="NVAE encoder cell")
+        class ResidualCell(genzoo.Cell): ...
+
+    The arguments are :meth:`Registry.add`'s. Nothing is registered at import: the plugin's
+    ``genzoo_register`` hook adds its modules' declared components with
+    :meth:`Registry.add_declared`, so a registry holds only what its plugins put in it. A factory
+    may be declared under several keys (one decorator each).
+
+    :raises RegistryError: at import, if ``kind`` is not one of :data:`genzoo.KINDS`.
+    """
+    if kind not in KIND_NAMES:
+        raise RegistryError(
+            f"{key!r} is declared under unknown kind {kind!r}; expected one of: {', '.join(sorted(KIND_NAMES))}"
+        )
+    if isinstance(accepts, str):
+        raise RegistryError(
+            f"{key!r} is declared accepting {accepts!r}; expected a list of: {', '.join(BUILD_FACTS)}"
+        )
+    declaration = Declaration(kind, key, description, tuple(accepts), example)
+
+    def declare(factory: _Factory) -> _Factory:
+        setattr(factory, _DECLARATIONS, (*declarations(factory), declaration))
+        return factory
+
+    return declare
+
+
+def declarations(factory: object) -> tuple[Declaration, ...]:
+    """The components ``factory`` itself is declared as (:func:`component`); a subclass of a
+    declared class is not declared by inheritance."""
+    return getattr(factory, "__dict__", {}).get(_DECLARATIONS, ())
+
+
+def _declared_by(factory: Any) -> list[tuple[Any, Declaration]]:
+    return [(factory, d) for d in declarations(factory)]
+
+
+def _declared_in(module: ModuleType) -> list[tuple[Any, Declaration]]:
+    """The declarations of the factories ``module`` defines (not those it imports), in the order
+    it defines them."""
+    return [
+        found
+        for value in vars(module).values()
+        if getattr(value, "__module__", None) == module.__name__
+        for found in _declared_by(value)
+    ]
+
+
+def register_modules(registry: Registry, package: str, modules: Iterable[str]) -> None:
+    """Import ``package.<name>`` for each of ``modules`` and register its components: its
+    ``register(registry)`` function adds them, or else :meth:`Registry.add_declared` adds those it
+    declares with :func:`component`.
+
+    One module per component: a plugin's ``genzoo_register`` hook can be this single call.
     """
     for name in modules:
         module = importlib.import_module(f"{package}.{name}")
         register = getattr(module, "register", None)
-        if not callable(register):
-            raise RegistryError(f"{module.__name__} has no register(registry) function to call")
-        register(registry)
+        if callable(register):
+            register(registry)
+        elif _declared_in(module):
+            registry.add_declared(module)
+        else:
+            raise RegistryError(
+                f"{module.__name__} has no register(registry) function to call and declares no "
+                "component with @genzoo.component"
+            )
 
 
 class _PluginScope:

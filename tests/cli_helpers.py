@@ -10,7 +10,8 @@ import sys
 
 def run_cli(*args, cwd, pythonpath=None, env_extra=None, timeout=600) -> subprocess.CompletedProcess:
     """``python -m genzoo.cli ARGS`` in ``cwd``; ``pythonpath`` is prepended to ``PYTHONPATH``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_")}
+    # a clean genzoo environment, but the session's own register of CPU training (tests/conftest.py)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_") or k == "GENZOO_CPU_REGISTER"}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH", "")]))
     env.update(env_extra or {})

@@ -1,14 +1,18 @@
 """What every test shares. The suite runs without the installed plugins of whoever runs it:
 ``GENZOO_DISABLE_PLUGIN_AUTOLOAD`` is set for the whole session, here at import, before any test
-builds a plugin host, so the subprocesses tests start inherit it too. A test of autoloading
-turns it back on for itself with the :func:`autoload` fixture and installs its own plugins
-(``site_dir``, ``example``)."""
+builds a plugin host, so the subprocesses tests start inherit it too; and with a register of CPU
+training processes of its own (``GENZOO_CPU_REGISTER``), blind to the user's other genzoo runs.
+A test of autoloading turns autoload back on for itself with the :func:`autoload` fixture and
+installs its own plugins (``site_dir``, ``example``)."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -17,6 +21,10 @@ from example_plugin import forget_example, install_example
 import genzoo
 
 os.environ[genzoo.DISABLE_AUTOLOAD_ENV] = "1"
+# The register of genzoo processes training on CPU (genzoo.cpu_share) of this session only: the
+# runs the tests start neither see nor warn about other genzoo runs on the machine.
+os.environ["GENZOO_CPU_REGISTER"] = tempfile.mkdtemp(prefix="genzoo-test-register-")
+atexit.register(shutil.rmtree, os.environ["GENZOO_CPU_REGISTER"], True)
 
 
 @pytest.fixture

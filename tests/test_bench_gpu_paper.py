@@ -1,4 +1,4 @@
-"""The paper-scale GPU benchmark (benchmarks/bench_gpu_paper.py), in the parts a CPU can run:
+"""The paper-scale GPU benchmark (benchmarks/gpu/bench_gpu_paper.py), in the parts a CPU can run:
 its arguments, its plan, its time budget, and a whole run of a tiny model that writes the JSON
 and Markdown files, keeps going past a failing setting and says what it could not measure."""
 
@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_gpu_paper as bench  # noqa: E402
-import paper_plan as plan  # noqa: E402
-import paper_report as report  # noqa: E402
+import benchmarks.gpu.bench_gpu_paper as bench
+import benchmarks.gpu.paper_plan as plan
+import benchmarks.gpu.paper_report as report
+from benchmarks.harness.paper_models import ModelSpec
 
-TINY = plan.ModelSpec(
+TINY = ModelSpec(
     "cifar10",
     dict(
         image_shape=(3, 8, 8),

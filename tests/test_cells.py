@@ -43,7 +43,7 @@ def registry() -> genzoo.Registry:
     """A registry holding only the components of this file's modules."""
     reg = genzoo.Registry()
     for module in (se, encoder_cell, decoder_cell, conv_cell, none_gate):
-        module.register(reg)
+        reg.add_declared(module)
     return reg
 
 

@@ -126,9 +126,22 @@ def test_import_genzoo_loads_neither_the_engine_nor_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_the_kinds_are_named_without_torch_and_each_has_its_interface():
+    # The kinds are declared once, in genzoo/interfaces/__init__.py, which names them without
+    # importing torch (the registry and `genzoo list --kind` need the names only).
+    code = (
+        "import sys; from genzoo.interfaces import KIND_NAMES; import genzoo.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "import genzoo, genzoo.interfaces as i; "
+        "assert tuple(genzoo.KINDS) == KIND_NAMES and genzoo.KINDS['cell'] is i.Cell; "
+        "assert all(c.__module__.startswith('genzoo.interfaces.') for c in genzoo.KINDS.values())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_genzoo_re_exports_every_interface_it_names_lazily():
-    # genzoo/__init__.py lists the interface names itself (it may not import genzoo.interfaces,
-    # which needs torch); that list and the interfaces' own __all__ must not drift apart.
+    # genzoo/__init__.py re-exports the interfaces' own __all__ (less the constant RESAMPLE_MODES),
+    # on first use, as genzoo.interfaces itself imports them.
     import genzoo
     import genzoo.interfaces
 

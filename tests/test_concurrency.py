@@ -2,7 +2,7 @@
 bit for bit, as the same run trained alone (issue 23: its threads come from its config and the
 machine, not from the load). And two runs, each given half the cores, take at most 2.5x the time
 of one alone with all of them, where sharing the cores costs 2x (issue 15, slow);
-``benchmarks/bench_concurrent.py`` measures the same.
+``benchmarks/compare/bench_concurrent.py`` measures the same.
 
 The bound is about the two processes: on a machine that other work keeps busy, neither "alone"
 nor "together" means what it says, so the test waits for a quiet moment (1-minute load average
@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 EXPERIMENT = """\
 name: beside
@@ -104,12 +102,9 @@ def test_two_training_processes_each_with_half_the_cores_are_each_at_most_2_5x_s
     """What the register's warning advises (genzoo.cpu_share): two runs at once, each with half
     the cores (``training.cpu_threads``), each take at most 2.5x the step time of one run alone
     with all of them (``auto``)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from bench_concurrent import alone, solo_and_pair
-        from step_runs import REPO, model_spec
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    from benchmarks.compare.bench_concurrent import alone, solo_and_pair
+    from benchmarks.harness import REPO
+    from benchmarks.harness.step_processes import model_spec
     from genzoo import cpu_share
 
     spec = model_spec("quickstart")

@@ -247,3 +247,21 @@ def test_a_speed_measured_beside_another_genzoo_process_is_marked_as_shared_load
             held.write(threads)
             held.flush()
             assert cpu_share.others_training(tmp_path / "register") == expected
+
+
+@pytest.mark.skipif(cpu_share.fcntl is None, reason="needs fcntl")
+def test_a_run_that_already_takes_its_share_is_not_told_to_take_it(tmp_path):
+    import fcntl
+
+    register = cpu_share.ThreadRegister(tmp_path, cores=4)
+    try:
+        with open(tmp_path / "999999997.threads", "w") as greedy:  # another process with every core
+            fcntl.flock(greedy, fcntl.LOCK_EX)
+            greedy.write("4")
+            greedy.flush()
+            warning = register.record(2)  # two of four cores: its share beside one other process
+            assert "more threads than cores, so the processes take turns" in warning
+            assert "--set training.cpu_threads" not in warning
+            assert "training.cpu_threads=2" in register.record(3)  # more than its share: advised
+    finally:
+        register.close()

@@ -1,5 +1,6 @@
-"""Plugin discovery from the three places genzoo looks: registry.yaml, installed entry points and
-experiment files; with real ``*.dist-info`` folders, nothing mocked."""
+"""Plugin discovery from the three places genzoo looks: the built-in list (or a registry file),
+installed entry points and experiment files, with real ``*.dist-info`` folders, nothing mocked;
+and the hooks, called through pluggy."""
 
 from __future__ import annotations
 
@@ -176,28 +177,141 @@ def test_misspelt_hook_is_refused_with_the_closest_names(site_dir):
     assert "typo_plugin" not in host.plugins
 
 
-@pytest.mark.parametrize("marker", ["wrapper=True", "hookwrapper=True"])
-def test_wrapper_hook_implementation_is_refused_with_the_hook_named(site_dir, marker):
-    # genzoo runs its hooks one by one to name a plugin that raises, so a pluggy wrapper would
-    # silently never wrap anything: refused at load time instead.
-    (site_dir / "wrapping_plugin.py").write_text(
+WRAPPING_PLUGIN = """
+    import genzoo
+
+    calls = []
+
+    @genzoo.hookimpl(wrapper=True)
+    def genzoo_report_columns(results):
+        columns = yield  # every other plugin's columns
+        return [*columns, {"wrap.plugins": len(columns)}]
+
+    @genzoo.hookimpl(hookwrapper=True)
+    def genzoo_step_end(step):
+        calls.append(("before", step))
+        outcome = yield
+        calls.append(("after", step, type(outcome.exception).__name__))
+"""
+
+
+def test_wrapper_hook_implementations_wrap_the_other_plugins_calls(site_dir):
+    # genzoo calls its hooks through pluggy, so pluggy's wrappers (new and old style) work.
+    (site_dir / "wrapping_plugin.py").write_text(textwrap.dedent(WRAPPING_PLUGIN))
+    (site_dir / "columns_plugin.py").write_text(
         textwrap.dedent(
-            f"""
+            """
             import genzoo
 
-            @genzoo.hookimpl({marker})
+            @genzoo.hookimpl
+            def genzoo_report_columns(results):
+                return {"c.x": results["value"]}
+
+            @genzoo.hookimpl
             def genzoo_step_end(step):
-                yield
+                if step == 2:
+                    raise ValueError("bad step")
             """
         )
     )
     host = PluginHost()
+    host.load_module("columns_plugin")
+    host.load_module("wrapping_plugin")
+    assert host.call_hook("genzoo_report_columns", results={"value": 3}) == [{"c.x": 3}, {"wrap.plugins": 1}]
+    host.call_hook("genzoo_step_end", run=None, step=1, metrics={})
+    # The plugin that raises inside the wrapper is still the one named.
+    with pytest.raises(
+        genzoo.PluginHookError, match=r"'columns_plugin' \(experiment\) raised in hook genzoo_step_end"
+    ):
+        host.call_hook("genzoo_step_end", run=None, step=2, metrics={})
+    import wrapping_plugin
+
+    assert wrapping_plugin.calls == [
+        ("before", 1),
+        ("after", 1, "NoneType"),
+        ("before", 2),
+        ("after", 2, "ValueError"),
+    ]
+
+
+def test_a_raising_wrapper_is_named(site_dir):
+    (site_dir / "failing_wrapper.py").write_text(
+        textwrap.dedent(
+            """
+            import genzoo
+
+            @genzoo.hookimpl(wrapper=True)
+            def genzoo_run_end(results):
+                yield
+                raise RuntimeError("wrapper broke")
+            """
+        )
+    )
+    host = PluginHost()
+    host.load_module("failing_wrapper")
+    with pytest.raises(
+        genzoo.PluginHookError,
+        match=r"'failing_wrapper' \(experiment\) raised in hook genzoo_run_end: RuntimeError: wrapper broke",
+    ):
+        host.call_hook("genzoo_run_end", run=None, results={})
+
+
+def test_a_wrapper_of_the_registration_hook_runs_around_its_own_plugins_registration(site_dir):
+    # genzoo_register is called once per plugin, on that plugin's implementations only.
+    (site_dir / "self_wrapping.py").write_text(
+        textwrap.dedent(GATE_PLUGIN.format(key="selfwrap.gate"))
+        + textwrap.dedent(
+            """
+            order = []
+
+            @genzoo.hookimpl(wrapper=True, specname="genzoo_register")
+            def around_register(registry):
+                order.append(len(registry))
+                yield
+                order.append(len(registry))
+            """
+        )
+    )
+    host = PluginHost()
+    host.load_module("self_wrapping")
+    import self_wrapping
+
+    assert self_wrapping.order == [0, 1] and "selfwrap.gate" in host.registry
+
+
+def test_installed_plugins_are_loaded_by_pluggy_with_their_distribution(site_dir, autoload):
+    make_distribution(
+        site_dir,
+        "genzoo-double",
+        "0.3.1",
+        {"double_plugin.py": GATE_PLUGIN.format(key="double.gate")},
+        {"double": "double_plugin"},
+    )
+    host = PluginHost()
+    host.load_entry_points()
+    [(plugin, dist)] = host.pm.list_plugin_distinfo()
+    assert plugin is host.pm.get_plugin("double") and dist.metadata["Name"] == "genzoo-double"
+    host.load_entry_points()  # found again: loaded once
+    assert list(host.plugins) == ["double"]
+
+
+def test_an_installed_plugin_named_as_a_loaded_one_is_refused_naming_both(site_dir, autoload):
+    (site_dir / "builtin_like.py").write_text(textwrap.dedent(GATE_PLUGIN.format(key="core.gate")))
+    make_distribution(
+        site_dir,
+        "genzoo-impostor",
+        "1.0",
+        {"impostor_plugin.py": GATE_PLUGIN.format(key="impostor.gate")},
+        {"corelike": "impostor_plugin"},
+    )
+    host = PluginHost()
+    host.load_module("builtin_like", source="built-in", name="corelike")
     with pytest.raises(
         genzoo.PluginLoadError,
-        match=r"'wrapping_plugin' .* implements genzoo_step_end as a wrapper",
+        match=r"two plugins are named 'corelike': 'corelike' \(built-in\) and "
+        r"'corelike' \(installed, genzoo-impostor 1.0\)",
     ):
-        host.load_module("wrapping_plugin")
-    assert "wrapping_plugin" not in host.plugins and not host.pm.get_plugins()
+        host.load_entry_points()
 
 
 def test_malformed_registry_file_is_named(tmp_path):

@@ -1,6 +1,6 @@
 """The fast paths of NVAE's decoder cell give the naive reference's results (fp32 to 1e-5, fp64 to 1e-9).
 
-The reference is ``benchmarks/naive_cells.py``: the same math as a plain ``nn.Sequential`` in
+The reference is ``genzoo_plugins.nvae.naive_cells``: the same math as a plain ``nn.Sequential`` in
 NCHW with separate BatchNorm and Swish modules. Each test gives both the same weights and the
 same input and compares outputs, the gradients of the input and of every parameter, and the
 BatchNorm running statistics the step leaves behind.
@@ -8,7 +8,6 @@ BatchNorm running statistics the step leaves behind.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,9 @@ from genzoo_plugins.nvae import fused
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
+from genzoo_plugins.nvae.naive_cells import NaiveSeparableCell, naive_model
 from genzoo_plugins.nvae.se import SqueezeExcitation
 from genzoo_plugins.nvae.skip import FactorizedReduce
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from naive_cells import NaiveSeparableCell, naive_model  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -4,9 +4,8 @@ figures that the probes write."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location(
-        "matrix_probe", REPO / "benchmarks" / "gpu" / "matrix_probe.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["matrix_probe"] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.gpu.matrix_probe")
 
 
 def test_the_launcher_deals_runs_round_robin_so_the_slowest_slot_decides(probe):

@@ -169,8 +169,8 @@ def stub_registry() -> genzoo.Registry:
     reg.add("latent_group", "baselines.plain_normal", StubNormal)
     reg.add("likelihood", "nvae.bernoulli", StubBernoulli)
     reg.add("likelihood", "nvae.discretized_mix_logistic", StubLogistic)
-    hierarchy.register(reg)
-    standard_vae.register(reg)
+    reg.add_declared(hierarchy)
+    reg.add_declared(standard_vae)
     return reg
 
 
@@ -205,9 +205,9 @@ def real_registry() -> genzoo.Registry:
             module = importlib.import_module(name)
         except ImportError as exc:
             pytest.skip(f"{name} is not written yet ({exc})")
-        module.register(reg)
-    hierarchy.register(reg)
-    standard_vae.register(reg)
+        reg.add_declared(module)
+    reg.add_declared(hierarchy)
+    reg.add_declared(standard_vae)
     return reg
 
 

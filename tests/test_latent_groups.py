@@ -33,8 +33,8 @@ GROUP_KEYS = ("nvae.residual_normal", "baselines.plain_normal")
 @pytest.fixture(scope="module")
 def registry() -> genzoo.Registry:
     reg = genzoo.Registry()
-    residual_normal.register(reg)
-    plain_normal.register(reg)
+    reg.add_declared(residual_normal)
+    reg.add_declared(plain_normal)
     return reg
 
 

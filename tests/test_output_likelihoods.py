@@ -30,7 +30,7 @@ from genzoo_plugins.nvae import likelihoods
 @pytest.fixture(scope="module")
 def registry() -> genzoo.Registry:
     reg = genzoo.Registry()
-    likelihoods.register(reg)
+    reg.add_declared(likelihoods)
     return reg
 
 

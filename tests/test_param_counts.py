@@ -1,12 +1,11 @@
 """Seed exercise 1 at the cell level: the cells' parameter counts equal closed forms derived here
 from the architecture (NVAE Sec. 3.1.1, Fig. 3; the official ``InvertedResidual`` and ``Cell``),
-and docs/param_counts.md (written by benchmarks/param_counts.py) shows the modules' counts."""
+and docs/param_counts.md (written by benchmarks/cells/param_counts.py) shows the modules' counts."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,7 @@ CASES = [
 def registry() -> genzoo.Registry:
     reg = genzoo.Registry()
     for module in (se, none_gate, encoder_cell, decoder_cell, conv_cell):
-        module.register(reg)
+        reg.add_declared(module)
     return reg
 
 
@@ -124,7 +123,7 @@ def documented_rows() -> dict[int, list[str]]:
 
 
 def test_document_shows_the_closed_forms_counts():
-    """If this fails after a change to a cell, rerun ``python benchmarks/param_counts.py``."""
+    """If this fails after a change to a cell, rerun ``python -m benchmarks.cells.param_counts``."""
     rows = documented_rows()
     assert sorted(rows) == list(WIDTHS)
     for c in WIDTHS:
@@ -138,19 +137,16 @@ def test_document_shows_the_closed_forms_counts():
             f"{separable / conv_se:.3f}",
         ]
         assert rows[c] == expected, (
-            f"docs/param_counts.md is stale at C = {c}: rerun benchmarks/param_counts.py"
+            f"docs/param_counts.md is stale at C = {c}: rerun python -m benchmarks.cells.param_counts"
         )
 
 
-def test_script_writes_the_table(tmp_path, monkeypatch):
+def test_script_writes_the_table(tmp_path):
     """The script (counts only here; timing takes a while) writes the same count rows."""
-    spec = importlib.util.spec_from_file_location("param_counts", ROOT / "benchmarks" / "param_counts.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "param_counts", script)  # dataclasses look their module up
-    spec.loader.exec_module(script)
+    script = importlib.import_module("benchmarks.cells.param_counts")
     out = tmp_path / "param_counts.md"
     script.main(["--no-timing", "--output", str(out)])
     written = out.read_text()
-    assert "python benchmarks/param_counts.py" in written  # says how to rerun it
+    assert "python -m benchmarks.cells.param_counts" in written  # says how to rerun it
     for c in WIDTHS:
         assert f"| {c} | {separable_cell(c) + se_gate(c):,} |" in written

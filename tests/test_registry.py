@@ -43,6 +43,88 @@ def test_decorator_form_registers_the_factory():
     assert registry.get("gate", "demo.halve2").description == "halves, again"
 
 
+# -- components declared where they are defined (@genzoo.component, as timm's @register_model) ---
+@genzoo.component("gate", "demo.declared_halve", description="halves, declared at its class")
+@genzoo.component("gate", "demo.declared_halve_again")
+class DeclaredHalve(Halve):
+    """Halves every channel (declared twice, under two keys)."""
+
+
+class UndeclaredHalve(DeclaredHalve):
+    """A subclass is not declared by inheritance."""
+
+
+def test_declared_components_are_added_by_the_plugin_not_at_import():
+    from genzoo.registry import declarations
+
+    assert [d.key for d in declarations(DeclaredHalve)] == [
+        "demo.declared_halve_again",
+        "demo.declared_halve",
+    ]
+    assert declarations(UndeclaredHalve) == ()
+    registry = Registry()
+    assert "demo.declared_halve" not in registry and "demo.declared_halve" not in genzoo.get_registry()
+    registry.add_declared(DeclaredHalve)
+    assert registry.get("gate", "demo.declared_halve").factory is DeclaredHalve
+    assert registry.get("gate", "demo.declared_halve").description == "halves, declared at its class"
+    assert registry.get("gate", "demo.declared_halve_again").description == (
+        "Halves every channel (declared twice, under two keys)."
+    )
+
+
+def test_a_module_adds_the_components_defined_in_it_in_order():
+    import sys
+
+    registry = Registry()
+    registry.add_declared(sys.modules[__name__])  # this test module: DeclaredHalve, not Halve
+    assert registry.keys() == ["demo.declared_halve", "demo.declared_halve_again"]
+    with pytest.raises(genzoo.RegistryError, match=r"'torch.nn' declares no component"):
+        registry.add_declared(nn)
+
+
+def test_declaring_an_unknown_kind_fails_at_the_definition():
+    with pytest.raises(genzoo.RegistryError, match=r"'demo.widget' is declared under unknown kind 'widget'"):
+
+        @genzoo.component("widget", "demo.widget")
+        class Widget(Halve):
+            pass
+
+
+def test_every_built_in_component_is_declared_at_its_class():
+    """Each built-in key is written where its class is defined, so a reader (or a static tool)
+    goes from the key in an experiment file to the class in one search."""
+    import inspect
+
+    from genzoo.registry import declarations
+
+    host = genzoo.PluginHost()
+    host.load_builtin()
+    assert len(host.registry) > 0
+    for entry in host.registry:
+        declared = {d.key: d for d in declarations(entry.factory)}
+        assert entry.key in declared, f"{entry.key} is not declared at {entry.factory.__qualname__}"
+        assert declared[entry.key].kind == entry.kind
+        assert entry.factory.__module__.startswith(f"genzoo_plugins.{entry.plugin.name}.")
+        assert inspect.getsource(entry.factory).startswith("@"), entry.key  # the decorator opens it
+
+
+def test_register_modules_adds_declared_components_of_modules_without_register(tmp_path, monkeypatch):
+    package = tmp_path / "declaring_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "gate.py").write_text(
+        "import genzoo\n\n\n"
+        "@genzoo.component('gate', 'declaring.gate', description='does nothing')\n"
+        "class Gate(genzoo.ChannelGate):\n"
+        "    def forward(self, x):\n"
+        "        return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    genzoo.register_modules(registry, "declaring_pkg", ["gate"])
+    assert registry.get("gate", "declaring.gate").description == "does nothing"
+
+
 def test_duplicate_key_names_both_plugins_with_distribution_and_version():
     registry = Registry()
     first = PluginInfo("first", "installed", distribution="first-dist", version="1.2")

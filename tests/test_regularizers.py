@@ -284,7 +284,7 @@ def test_no_regularizer_gives_zero():
 )
 def test_registered_under_its_key(module, key, cls):
     registry = genzoo.Registry()
-    module.register(registry)
+    registry.add_declared(module)
     assert registry.keys("regularizer") == [key]
     reg = registry.create("regularizer", key, coeff=0.1)
     assert isinstance(reg, cls) and isinstance(reg, Regularizer) and reg.coeff == 0.1

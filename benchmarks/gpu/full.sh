@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU session, call 2 of 2 (at most about 8.5 minutes; issue 25), right after smoke.sh on the same
 # warm machine:
-#   1. the paper's CIFAR-10 model: benchmarks/bench_gpu_paper.py in PAPER_MAX_S seconds, with a
+#   1. the paper's CIFAR-10 model: benchmarks/gpu/bench_gpu_paper.py in PAPER_MAX_S seconds, with a
 #      cold compiler cache, first, while nothing else runs on the GPU;
 #   2. the MNIST answers at a GPU budget: experiments/mnist_ablations.yaml --profile gpu (NVAE, the
 #      standard VAE, the standard cells, the plain normal, SE off; 3 seeds), all runs through the
@@ -33,7 +33,7 @@ BUDGET=$PAPER_MAX_S
 if [ "$BUDGET" -gt 40 ]; then
     say "bench_gpu_paper.py with a budget of $BUDGET s (cold compiler cache)"
     export TORCHINDUCTOR_CACHE_DIR="$STATE/inductor-cold-$$" TRITON_CACHE_DIR="$STATE/triton-cold-$$"
-    timeout $((BUDGET + 30)) python3 benchmarks/bench_gpu_paper.py --budget-s "$BUDGET" --steps 30 \
+    timeout $((BUDGET + 30)) python3 -m benchmarks.gpu.bench_gpu_paper --budget-s "$BUDGET" --steps 30 \
         --compile-guess-s 60 --max-setting-s 150 --out "$OUT"
     echo "bench_gpu_paper exit code $?"
     unset TORCHINDUCTOR_CACHE_DIR TRITON_CACHE_DIR
@@ -42,15 +42,15 @@ fi
 # -- 2. the matrix, to the end of the call ---------------------------------------------------------
 if [ ! -s "$STATE/probe_steps.json" ]; then   # a fresh machine: probe again, briefly
     say "no step probe from smoke.sh here: probing"
-    timeout 40 python3 benchmarks/gpu/matrix_probe.py steps "${DATA[@]}" --steps 6 --out "$STATE/probe_steps.json"
-    timeout 40 python3 benchmarks/gpu/matrix_probe.py concurrency "${DATA[@]}" --workers 15 --levels 1 4 15 \
+    timeout 40 python3 -m benchmarks.gpu.matrix_probe steps "${DATA[@]}" --steps 6 --out "$STATE/probe_steps.json"
+    timeout 40 python3 -m benchmarks.gpu.matrix_probe concurrency "${DATA[@]}" --workers 15 --levels 1 4 15 \
         --phase-s 3 --ready-timeout-s 25 --out "$STATE/probe_concurrency.json"
 fi
 MATRIX_LIMIT_S=$(( $(left) - 25 ))   # what is left of the call, less the report and the archive
 [ "$MATRIX_TARGET_S" -gt $((MATRIX_LIMIT_S - 30)) ] && MATRIX_TARGET_S=$((MATRIX_LIMIT_S - 30))
 CONCURRENCY=()
 [ -s "$STATE/probe_concurrency.json" ] && CONCURRENCY=("$STATE/probe_concurrency.json")
-PLAN=$(python3 benchmarks/gpu/matrix_probe.py plan "$STATE/probe_steps.json" "${CONCURRENCY[@]}" \
+PLAN=$(python3 -m benchmarks.gpu.matrix_probe plan "$STATE/probe_steps.json" "${CONCURRENCY[@]}" \
     --runs "${RUNS[@]}" --seeds 3 --batch 256 --target-s "$MATRIX_TARGET_S" --limit-s "$MATRIX_LIMIT_S" \
     --min-steps 2500 --eval-passes "$EVAL_PASSES" --out "$OUT/plan.json")
 eval "$PLAN"
@@ -75,7 +75,7 @@ say "matrix done: $(du -h "$OUT/matrix.tar.gz" | cut -f1) of run folders"
 # -- 3. if time allows ---------------------------------------------------------------------------
 if [ "$(left)" -gt 25 ]; then
     say "NLL with K = 1000, seed 0 of nvae and plain_normal ($(left) s left)"
-    timeout $(( $(left) - 10 )) python3 benchmarks/gpu/iw_nll.py \
+    timeout $(( $(left) - 10 )) python3 -m benchmarks.gpu.iw_nll \
         "$MATRIX_OUT/mnist_ablations/runs/nvae/seed0" "$MATRIX_OUT/mnist_ablations/runs/plain_normal/seed0" \
         --k 1000 --deadline-s $(( $(left) - 40 )) --out "$OUT/iw_k1000.json"
 fi

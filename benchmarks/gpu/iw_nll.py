@@ -2,8 +2,8 @@
 K = 1000), on the held-out images each run was scored on (the same per-seed draws:
 ``genzoo.engine.evaluator.held_out_batches``), with the run's own checkpoint, on a GPU or a CPU:
 
-    python benchmarks/gpu/iw_nll.py RUN_DIR [RUN_DIR ...] --k 1000 --max-images 2000 --out iw.json
-    python benchmarks/gpu/iw_nll.py RUN_DIR --k 10 100 1000 --max-images 200 --out nll_vs_k.json
+    python -m benchmarks.gpu.iw_nll RUN_DIR [RUN_DIR ...] --k 1000 --max-images 2000 --out iw.json
+    python -m benchmarks.gpu.iw_nll RUN_DIR --k 10 100 1000 --max-images 200 --out nll_vs_k.json
 
 Each run's figure is written as soon as it is measured; ``--deadline-s`` stops before a run
 that would start after it (the others keep their figures).
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.harness import command_line
 from genzoo.discovery import get_host
 from genzoo.engine import EvalConfig, evaluate
 from genzoo.experiment.sampling import load_run_model
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    doc = {"command": " ".join(sys.argv), "k": args.k, "runs": []}
+    doc = {"command": command_line(), "k": args.k, "runs": []}
     for run_dir in map(Path, args.runs):
         for k in args.k:
             if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:

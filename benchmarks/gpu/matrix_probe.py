@@ -2,11 +2,11 @@
 follows: how many runs share the GPU (``launcher.runs_per_gpu``) and how many steps fit a time
 budget. Three subcommands, used by ``benchmarks/gpu/smoke.sh`` and ``full.sh``:
 
-    python benchmarks/gpu/matrix_probe.py steps --out probe_steps.json        # each run, alone
-    python benchmarks/gpu/matrix_probe.py concurrency --out probe_concurrency.json
-    python benchmarks/gpu/matrix_probe.py plan probe_steps.json probe_concurrency.json --target-s 270
+    python -m benchmarks.gpu.matrix_probe steps --out probe_steps.json        # each run, alone
+    python -m benchmarks.gpu.matrix_probe concurrency --out probe_concurrency.json
+    python -m benchmarks.gpu.matrix_probe plan probe_steps.json probe_concurrency.json --target-s 270
 
-``steps`` times the engine's own training step (``bench_gpu_paper.engine_step``: autocast, the
+``steps`` times the engine's own training step (``benchmarks.harness.engine_step``: autocast, the
 objective, the regularizers, Adamax, the schedule) of seed 0 of each selected run of the
 experiment file, after warm-up steps, on random binary images of the dataset's shape: the median
 of the timed steps, per batch size. ``concurrency`` starts ``--workers`` processes (one CPU
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+from benchmarks.harness import command_line, module_command
+
 EXPERIMENT = "experiments/mnist_ablations.yaml"
 RUNS = ["nvae", "standard_vae", "standard_cells", "plain_normal", "no_se"]
 
@@ -44,9 +44,7 @@ def build_step(file: str, profile: str, run_name: str, overrides: list[str], bat
     random binary images of its dataset's shape, on ``device``."""
     import torch
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_gpu_paper import engine_step
-
+    from benchmarks.harness.engine_step import engine_step
     from genzoo.discovery import get_host
     from genzoo.experiment.runner import build_dataset, build_model, build_regularizers, load_plugins
     from genzoo.experiment.spec import load_experiment
@@ -89,7 +87,7 @@ def time_steps(step, images, warmup: int, steps: int, device: str) -> list[float
 def cmd_steps(args: argparse.Namespace) -> int:
     import torch
 
-    doc: dict[str, Any] = {"command": " ".join(sys.argv), "device": _device_name(args.device), "rows": []}
+    doc: dict[str, Any] = {"command": command_line(), "device": _device_name(args.device), "rows": []}
     for name in args.runs:
         for batch in args.batches:
             started = time.perf_counter()
@@ -120,7 +118,7 @@ def cmd_concurrency(args: argparse.Namespace) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     workers = [
         subprocess.Popen(
-            [sys.executable, __file__, "worker", str(folder), str(i), *_worker_args(args)], env=env
+            module_command(__spec__.name, "worker", str(folder), str(i), *_worker_args(args)), env=env
         )
         for i in range(args.workers)
     ]
@@ -142,7 +140,7 @@ def cmd_concurrency(args: argparse.Namespace) -> int:
             w.kill()
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("steps-*.json"))]
     doc = {
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "device": _device_name(args.device),
         "run": args.run,
         "batch": args.batch,
@@ -306,7 +304,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         eval_passes=args.eval_passes,
     )
     if args.out:
-        _write(args.out, {"command": " ".join(sys.argv), **result})
+        _write(args.out, {"command": command_line(), **result})
     print(f"RUNS_PER_GPU={result['runs_per_gpu']}\nSTEPS={result['steps']}")
     print(f"# {result['note']}; estimated {result['estimated_s']:.0f} s", file=sys.stderr)
     return 0

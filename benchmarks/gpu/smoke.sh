@@ -23,12 +23,12 @@ say "the machine"
 } 2>&1 | tee "$OUT/gpu_info.txt"
 
 say "each run of the matrix alone, batch 256"
-timeout 35 python3 benchmarks/gpu/matrix_probe.py steps "${DATA[@]}" --batches 256 --steps 10 \
+timeout 35 python3 -m benchmarks.gpu.matrix_probe steps "${DATA[@]}" --batches 256 --steps 10 \
     --out "$GENZOO_GPU_STATE/probe_steps.json"
 cp "$GENZOO_GPU_STATE/probe_steps.json" "$OUT/" 2>/dev/null
 
 say "how many runs at once"
-timeout 45 python3 benchmarks/gpu/matrix_probe.py concurrency "${DATA[@]}" --workers 15 --levels 1 2 4 8 15 \
+timeout 45 python3 -m benchmarks.gpu.matrix_probe concurrency "${DATA[@]}" --workers 15 --levels 1 2 4 8 15 \
     --phase-s 3 --ready-timeout-s 25 --out "$GENZOO_GPU_STATE/probe_concurrency.json"
 cp "$GENZOO_GPU_STATE/probe_concurrency.json" "$OUT/" 2>/dev/null
 

@@ -120,15 +120,24 @@ def table(groups: dict[tuple[str, float], list[dict]]) -> str:
     survivors' test NLL; then Fisher's test of spectral on against off at each rate."""
     lines = [
         "| setting | lr | diverged / runs | rate (95% CI) | skipped steps (mean) | largest grad norm, 2nd half (median of runs) "
-        "| loss spikes (mean) | survivors' test nats (IW) |",
+        "| loss spikes (mean) | survivors' test nats (IW, else ELBO) |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for (setting, lr), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         k = sum(r["status"] == "diverged" for r in rows)
         p = binomial_interval(k, len(rows))
         skipped = summarize(r.get("skipped_steps") for r in rows)
-        nll = summarize(r.get("test_nats_iw") for r in rows if r["status"] == "finished")
-        nll_text = "none survived" if nll is None else f"{nll.mean:.2f} ± {nll.std:.2f} (n={nll.n})"
+        survivors = [r for r in rows if r["status"] == "finished"]
+        key = (
+            "test_nats_iw" if any(r.get("test_nats_iw") is not None for r in survivors) else "test_nats_elbo"
+        )
+        nll = summarize(r.get(key) for r in survivors)
+        if nll is None:
+            nll_text = "none survived" if not survivors else "not measured"
+        else:
+            nll_text = f"{nll.mean:.2f} ± {nll.std:.2f} (n={nll.n})" + (
+                " ELBO" if key == "test_nats_elbo" else ""
+            )
         norms = [r["max_grad_norm"] for r in rows if r.get("max_grad_norm") is not None]
         spikes = summarize(r.get("loss_spikes") for r in rows)
         lines.append(

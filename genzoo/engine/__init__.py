@@ -9,6 +9,9 @@ A small Python API, usable without any experiment file::
     print(results["test_bpd_elbo"], results["test_bpd_iw"])
     scores = evaluate(model, test_set, EvalConfig(iw_samples=100))
 
+A caller that builds runs itself (the experiment runner) hands the engine one typed
+:class:`RunRequest` per run instead: ``train_request(request)``.
+
 See ``docs/engine.md`` for the whole tour.
 """
 
@@ -25,13 +28,15 @@ from genzoo.engine.evaluation import (
 from genzoo.engine.evaluator import evaluate
 from genzoo.engine.fid import frechet_distance
 from genzoo.engine.logging import read_metrics
+from genzoo.engine.request import RunRequest
 from genzoo.engine.schedules import WarmupCosine, balanced_kl, kl_balance_alpha, kl_coefficient
-from genzoo.engine.trainer import Trainer, train
+from genzoo.engine.trainer import Trainer, train, train_request
 from genzoo.run_info import RunInfo
 
 __all__ = [
     "EvalConfig",
     "RunInfo",
+    "RunRequest",
     "TrainConfig",
     "Trainer",
     "WarmupCosine",
@@ -52,4 +57,5 @@ __all__ = [
     "sampling_speed",
     "save_checkpoint",
     "train",
+    "train_request",
 ]

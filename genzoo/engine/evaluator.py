@@ -95,6 +95,7 @@ def evaluate(
     reference_data: Dataset | None = None,
     dataset_name: str | None = None,
     seed: int = 0,
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``test_data`` and return the figures as ``test_*`` scalars.
 
@@ -110,6 +111,8 @@ def evaluate(
         (:func:`held_out_batches`), so that two models of one seed are scored on the same images.
         Each temperature's sample grid starts again from ``seed`` (:func:`sample_images`), so
         ``genzoo sample`` with this seed draws the same grid.
+    :param ctx: the process group the caller joined (the trainer's); None: joined here from
+        the environment (:func:`~genzoo.engine.distributed.init_distributed`).
 
     Under DDP every rank evaluates its shard of the test set for the likelihood figures; the
     images, speed and FID are computed on rank 0 only.
@@ -117,7 +120,8 @@ def evaluate(
     config = config or EvalConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    ctx: DistContext = init_distributed(device.type)
+    if ctx is None:
+        ctx = init_distributed(device.type)
     n = len(test_data)  # type: ignore[arg-type]
     if config.max_images is not None:
         n = min(n, config.max_images)

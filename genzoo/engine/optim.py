@@ -13,20 +13,22 @@ from torch import nn
 from genzoo.engine.config import TrainConfig
 from genzoo.engine.schedules import WarmupCosine
 
+OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "adamax": torch.optim.Adamax,
+    "adamw": torch.optim.AdamW,
+}
+"""The class of each ``TrainConfig.optimizer`` name (``genzoo.engine.config.OPTIMIZERS``)."""
+
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config.optimizer`` over every trainable parameter of ``model``."""
+    """The optimizer ``config.optimizer`` over every trainable parameter of ``model``, with the
+    settings of ``config`` as they are (it was validated when it was built)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    common = dict(
-        lr=config.lr, betas=config.betas, eps=config.optimizer_eps, weight_decay=config.weight_decay
+    return OPTIMIZER_CLASSES[config.optimizer](
+        params, lr=config.lr, betas=config.betas, eps=config.optimizer_eps, weight_decay=config.weight_decay
     )
-    if config.optimizer == "adamax":
-        return torch.optim.Adamax(params, **common)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, **common)
-    raise ValueError(f"optimizer={config.optimizer!r}; expected 'adamax' or 'adamw'")
 
 
 def build_scheduler(

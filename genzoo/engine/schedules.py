@@ -29,16 +29,13 @@ class WarmupCosine:
     then a cosine from 1 down to ``lr_min / lr`` at ``total_steps``.
 
     A callable object (not a closure) so that ``LambdaLR.state_dict()`` stores its fields and a
-    checkpoint holding it loads with ``torch.load(weights_only=True)``.
+    checkpoint holding it loads with ``torch.load(weights_only=True)``. Its values are a
+    validated :class:`~genzoo.engine.config.TrainConfig`'s (``lr``, ``lr_min``,
+    ``lr_warmup_steps``, ``steps``: ``lr > 0``, ``0 <= lr_min <= lr``,
+    ``0 <= warmup_steps < total_steps``), which checked them when it was built.
     """
 
     def __init__(self, *, lr: float, lr_min: float, warmup_steps: int, total_steps: int) -> None:
-        if not 0 <= warmup_steps < total_steps:
-            raise ValueError(
-                f"warmup_steps={warmup_steps!r}; expected 0 <= warmup_steps < total_steps={total_steps}"
-            )
-        if not 0 <= lr_min <= lr or lr <= 0:
-            raise ValueError(f"lr={lr!r}, lr_min={lr_min!r}; expected 0 <= lr_min <= lr and lr > 0")
         self.lr = float(lr)
         self.lr_min = float(lr_min)
         self.warmup_steps = int(warmup_steps)

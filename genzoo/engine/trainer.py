@@ -47,6 +47,7 @@ from genzoo.engine.evaluator import evaluate
 from genzoo.engine.guard import StepGuard
 from genzoo.engine.logging import RunLogger
 from genzoo.engine.optim import build_optimizer, build_scheduler
+from genzoo.engine.request import RunRequest
 from genzoo.engine.results import failed_row, run_results, write_results
 from genzoo.engine.run_state import RunState
 from genzoo.engine.schedules import kl_balance_alpha
@@ -64,6 +65,9 @@ LOSS_WINDOW = 100  # steps averaged into results["train_loss"]
 class Trainer:
     """Trains one :class:`genzoo.Hierarchy`; :meth:`fit` runs (or resumes) it to the end.
 
+    Built from a :class:`~genzoo.engine.request.RunRequest` (:meth:`from_request`, as the
+    experiment runner does), or from the same fields as arguments:
+
     :param model: the model (its parameters are moved to the configured device).
     :param train_data: a ``torch.utils.data.Dataset`` of images ``(C, H, W)`` in [0, 1] (or
         ``(image, label)`` pairs).
@@ -77,8 +81,8 @@ class Trainer:
     :param host: the plugin host whose lifecycle hooks are called (default: ``genzoo.get_host()``).
     :param run_config: extra plain values recorded in ``RunInfo.config`` (e.g. the model spec).
     :param dataset_name: names the dataset for the FID reference-statistics cache.
-    :param row_fields: fields the caller puts into the run's row of results (the experiment
-        runner: run name, seed, group, fingerprint ...); the row is written once, complete.
+    :param row_fields: fields the caller puts into the run's row of results; the row is written
+        once, complete.
     """
 
     def __init__(
@@ -93,33 +97,52 @@ class Trainer:
         eval_config: EvalConfig | None = None,
         name: str | None = None,
         host: PluginHost | None = None,
-        run_config: dict[str, Any] | None = None,
+        run_config: Mapping[str, Any] | None = None,
         dataset_name: str | None = None,
         row_fields: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(model, Hierarchy):
-            raise TypeError(f"model is a {type(model).__name__}; expected a genzoo.Hierarchy")
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config is a {type(config).__name__}; expected a TrainConfig")
-        for i, reg in enumerate(regularizers):
-            if not isinstance(reg, Regularizer):
-                raise TypeError(f"regularizers[{i}] is a {type(reg).__name__}; expected a genzoo.Regularizer")
-        self.model = model
-        self.train_data = train_data
-        self.test_data = test_data
-        self.config = config
-        self.eval_config = eval_config or EvalConfig()
-        self.out_dir = Path(out_dir)
+        self._take(
+            RunRequest(
+                model=model,
+                train_data=train_data,
+                test_data=test_data,
+                config=config,
+                out_dir=Path(out_dir),
+                eval_config=eval_config or EvalConfig(),
+                regularizers=regularizers,
+                name=name or "",
+                row_fields=row_fields or {},
+                run_config=run_config or {},
+                dataset_name=dataset_name,
+                host=host,
+            )
+        )
+
+    @classmethod
+    def from_request(cls, request: RunRequest) -> Trainer:
+        """The trainer of ``request``."""
+        trainer = cls.__new__(cls)
+        trainer._take(request)
+        return trainer
+
+    def _take(self, request: RunRequest) -> None:
+        self.request = request
+        self.model = request.model
+        self.train_data = request.train_data
+        self.test_data = request.test_data
+        self.config = request.config
+        self.eval_config = request.eval_config
+        self.out_dir = request.out_dir
         self.paths = RunPaths(self.out_dir)
-        self.regularizers = list(regularizers)
-        self.host = host
-        self.dataset_name = dataset_name
-        self.name = name or self.out_dir.name
-        self.row_fields = dict(row_fields or {})
+        self.regularizers = list(request.regularizers)
+        self.host = request.host
+        self.dataset_name = request.dataset_name
+        self.name = request.name
+        self.row_fields = request.results_fields()
         self.run_config = {
-            "train": config.to_dict(),
-            "eval": self.eval_config.to_dict(),
-            **(run_config or {}),
+            "train": request.config.to_dict(),
+            "eval": request.eval_config.to_dict(),
+            **request.run_config,
         }
         self.stop_signals = StopSignals()
 
@@ -130,7 +153,9 @@ class Trainer:
         threads = cpu_share.thread_record(cfg.cpu_threads, cpu_share.resolve_threads(cfg.cpu_threads))
         cpu_share.apply_threads(threads["threads"])
         self.run_config["cpu_threads"] = threads  # train_config.json
-        self.ctx: DistContext = init_distributed(device_type(cfg.device))
+        # the caller's process group (the experiment runner joins it once for all its runs)
+        joined = self.request.dist
+        self.ctx: DistContext = init_distributed(device_type(cfg.device)) if joined is None else joined
         self.device = resolve_device(cfg.device, self.ctx)
         compilation.check_device(cfg, self.device)
         if self.device.type == "cuda":
@@ -383,7 +408,13 @@ class Trainer:
         see other batch sizes and eval mode, which would each compile again: .compilation)."""
         with compilation.eager() if self.compiled_blocks else contextlib.nullcontext():
             return evaluate(
-                self.eval_model, self.test_data, config, device=self.device, seed=self.config.seed, **options
+                self.eval_model,
+                self.test_data,
+                config,
+                device=self.device,
+                seed=self.config.seed,
+                ctx=self.ctx,
+                **options,
             )
 
     def _final_evaluation(self, step: int, logger: RunLogger) -> dict[str, Any]:
@@ -434,11 +465,18 @@ def train(
     out_dir: str | Path = "runs/run",
     *,
     resume: bool = True,
-    **options: Any,
+    regularizers: Sequence[Regularizer] = (),
+    eval_config: EvalConfig | None = None,
+    name: str | None = None,
+    host: PluginHost | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
+    row_fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` and evaluate it: ``Trainer(model, ..., **options).fit(resume=resume)``,
-    with :class:`Trainer`'s keyword options (``regularizers``, ``eval_config``, ``name``,
-    ``host``, ``run_config``, ``dataset_name``, ``row_fields``).
+    """Train ``model`` and evaluate it: the :class:`Trainer` of the
+    :class:`~genzoo.engine.request.RunRequest` its arguments make (their meaning is
+    :class:`Trainer`'s), fitted with ``resume``; :func:`train_request` takes a request
+    built by the caller.
 
     Returns the run's row of results, also written to ``out_dir/results.json``: ``status``,
     ``final_loss`` (last step), ``train_loss`` (mean of the last 100 steps), ``skipped_steps``
@@ -454,6 +492,25 @@ def train(
     ``KeyboardInterrupt``) is raised, so that a script stops too; calling ``train`` again
     resumes. SIGTERM and :meth:`Trainer.request_stop` return the ``interrupted`` row instead.
     """
-    return Trainer(model, train_data, test_data, config or TrainConfig(), out_dir, **options).fit(
-        resume=resume
+    trainer = Trainer(
+        model,
+        train_data,
+        test_data,
+        config or TrainConfig(),
+        out_dir,
+        regularizers=regularizers,
+        eval_config=eval_config,
+        name=name,
+        host=host,
+        run_config=run_config,
+        dataset_name=dataset_name,
+        row_fields=row_fields,
     )
+    return trainer.fit(resume=resume)
+
+
+def train_request(request: RunRequest, *, resume: bool = True) -> dict[str, Any]:
+    """Train and evaluate the run ``request`` describes (resuming from its folder's checkpoint
+    when ``resume``): ``Trainer.from_request(request).fit(resume=resume)``; the row of results
+    is :func:`train`'s."""
+    return Trainer.from_request(request).fit(resume=resume)

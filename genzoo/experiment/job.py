@@ -16,7 +16,10 @@ fingerprint is the one that was submitted. Then it
    :func:`~genzoo.experiment.runner.claim_run`): a run that another process owns, or that is
    over already, is left alone, so a run submitted twice trains once;
 4. trains the run with the runner's :func:`~genzoo.experiment.runner.train_run` (resuming from
-   its checkpoint) and renders the report (unless the submitting command waits to render it).
+   its checkpoint): the run's request to the engine (:class:`genzoo.engine.request.RunRequest`)
+   carries the process group the job joined before step 3 and the fingerprint checked when the
+   job resolved its run, so neither is joined or computed again; then it renders the report (unless the submitting command waits
+   to render it).
 
 Time limits and preemption follow submitit's checkpointing protocol. Before a job's time
 limit, Slurm (and submitit's local controller) send the job its checkpoint signal (USR2);
@@ -154,7 +157,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 set_cuda_visible_devices=False, overwrite=True
             )
         run, experiment = self._resolve()
-        ctx = init_distributed(device_type(self.device or run.training.device))
+        ctx = init_distributed(device_type(self.device or run.training.device))  # the run's only join
         exp_dir = ExperimentDir(self.out_root, experiment)
         paths = exp_dir.run_paths(run)
         lock = FileLock(paths.lock)
@@ -178,8 +181,8 @@ class RunJob(submitit.helpers.Checkpointable):
             on_cpu = device_type(self.device or run.training.device) == "cpu"
             with cpu_training(on_cpu):
                 status = train_run(
-                    run, paths, exp_dir, host, {}, self.device, lambda line: print(line, flush=True),
-                    main_process=ctx.is_main, progress_bar=None if sys.stderr.isatty() else False,
+                    run, paths, host, {}, ctx, lambda line: print(line, flush=True),
+                    device=self.device, progress_bar=None if sys.stderr.isatty() else False,
                 )  # fmt: skip
             if self.render_report and ctx.is_main and status != "interrupted":  # (a grace period to keep)
                 render_report(exp_dir.root, title=experiment.name, host=host)

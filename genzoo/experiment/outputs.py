@@ -15,7 +15,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,6 +24,9 @@ from genzoo.errors import ConfigError, GenzooError
 from genzoo.experiment.locks import FileLock, owner_of
 from genzoo.experiment.spec import Experiment, RunSpec
 from genzoo.layout import ExperimentPaths, RunPaths
+
+if TYPE_CHECKING:
+    from genzoo.engine.request import RunRequest
 
 
 def confined(root: Path, *parts: str) -> Path:
@@ -127,11 +130,13 @@ class ExperimentDir:
             self.remove_stale_temporaries(self.root)
             atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
 
-    def write_run_config(self, run: RunSpec, **facts: Any) -> None:
-        """``config.yaml``: the fingerprint, the resolved run config, and ``facts`` learned while
-        building it (image shape, bit depth) that ``genzoo sample`` needs to rebuild the model."""
-        doc = {"fingerprint": run.fingerprint(), **run.to_config(), **facts}
-        atomic_write_text(self.run_paths(run).config, yaml.safe_dump(doc, sort_keys=False))
+    @staticmethod
+    def write_run_config(request: RunRequest) -> None:
+        """``config.yaml``: the run's fingerprint and its ``run_config`` as the request carries
+        them: the resolved run config and the facts learned while building it (image shape, bit
+        depth) that ``genzoo sample`` needs to rebuild the model."""
+        doc = {"fingerprint": request.fingerprint, **request.run_config}
+        atomic_write_text(RunPaths(request.out_dir).config, yaml.safe_dump(doc, sort_keys=False))
 
     def _archive(self, runs: list[RunSpec]) -> None:
         if not runs:

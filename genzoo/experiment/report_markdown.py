@@ -122,7 +122,7 @@ def _shared_load_note(stats: dict[str, dict[str, Any]], columns: Sequence[Column
         "(`train_shared_load` in results.json: the fraction of the run's load checks that found "
         "one): a figure of the load as much as of the model, so no interval or `*` is given for "
         "it. Compare speeds by timing the variants interleaved under equal load "
-        "(`benchmarks/bench_exercise1.py`)."
+        "(`benchmarks/cells/exercise1_cells.py`)."
     )
 
 

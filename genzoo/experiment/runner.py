@@ -31,7 +31,8 @@ import torch
 
 from genzoo.discovery import DISABLE_AUTOLOAD_ENV, PluginHost, get_host
 from genzoo.engine.devices import device_type
-from genzoo.engine.distributed import DistContext, broadcast_object, env_world_size, init_distributed
+from genzoo.engine.distributed import DistContext, broadcast_object, init_distributed
+from genzoo.engine.request import RunRequest
 from genzoo.engine.results import summary_line
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.experiment.locks import FileLock, owner_of
@@ -241,7 +242,7 @@ def run_matrix(
             if ctx.is_main:
                 exp_dir.remove_stale_temporaries(paths.dir)
             echo(f"{where}: training ({run.training.steps} steps)")
-            status = train_run(run, paths, exp_dir, host, datasets, device, echo, main_process=ctx.is_main)
+            status = train_run(run, paths, host, datasets, ctx, echo, device=device)
         finally:
             lock.release()
         getattr(outcome, status).append(run.run_id)
@@ -271,9 +272,10 @@ def run_matrix(
 
 
 def _join_process_group(runs: list[RunSpec], device: str | None) -> DistContext:
-    """The process group when launched by torchrun (``WORLD_SIZE`` > 1), joined before the
-    first run so that rank 0's decisions reach every rank; else one process."""
-    if env_world_size() <= 1 or not runs:
+    """The process group when launched by torchrun (``WORLD_SIZE`` > 1), joined once, before
+    the first run, so that rank 0's decisions reach every rank; else one process. Every run's
+    request carries it to the engine, which joins nothing itself."""
+    if not runs:
         return DistContext()
     return init_distributed(device_type(device or runs[0].training.device))
 
@@ -305,26 +307,21 @@ def claim_run(
     return broadcast_object(decision)
 
 
-def train_run(
+def run_request(
     run: RunSpec,
     paths: RunPaths,
-    exp_dir: ExperimentDir,
     host: PluginHost,
     datasets: dict[str, ImageDataset],
-    device: str | None,
-    echo: Printer,
+    ctx: DistContext,
     *,
-    main_process: bool = True,
+    device: str | None = None,
     progress_bar: bool | None = None,
-) -> str:
-    """Build and train one run whose lock the caller holds; returns its status (``finished``,
-    ``diverged``, ``interrupted`` or ``failed``; after Ctrl-C, which the trainer raises once the
-    checkpoint is written, ``interrupted`` too). ``device`` and ``progress_bar`` override the
-    run's training settings without changing its fingerprint; in a data-parallel job every
-    process calls it, and only the ``main_process`` writes files (the trainer's rank 0)."""
-    from genzoo.engine import train
-    from genzoo.engine.signals import RunInterrupted
-
+) -> RunRequest:
+    """What the engine is asked to do for ``run``, built once: its dataset, model (its initial
+    weights from the run's seed alone) and regularizers built from registry keys; its settings,
+    with ``device`` and ``progress_bar`` overriding the run's without changing its fingerprint;
+    its identity (name, seed, fingerprint, folder), the fields of its row of results and the
+    process group ``ctx`` that the caller joined."""
     dataset = build_dataset(run.data.dataset, host, datasets)
     torch.manual_seed(run.seed)  # the initial weights depend on the seed only
     model = build_model(run, dataset, host)
@@ -332,32 +329,55 @@ def train_run(
     changes: dict[str, Any] = {"device": device, "progress_bar": progress_bar}
     training = dataclasses.replace(run.training, **{k: v for k, v in changes.items() if v is not None})
     facts = {"image_shape": list(dataset.image_shape), "num_bits": dataset.num_bits}
-    if main_process:
-        exp_dir.write_run_config(run, **facts)
-    row_fields = {
-        "run": run.name,
-        "seed": run.seed,
-        "group": run.group,
-        "base": run.base,
-        "changes": run.changes,
-        "hierarchy": run.hierarchy.key,
-        "fingerprint": run.fingerprint(),
-    }
+    return RunRequest(
+        model=model,
+        train_data=dataset.split("train"),
+        test_data=dataset.split("test"),
+        config=training,
+        eval_config=run.evaluation,
+        regularizers=regularizers,
+        out_dir=paths.dir,
+        name=run.run_id,
+        fingerprint=run.fingerprint(),
+        row_fields={
+            "run": run.name,
+            "seed": run.seed,
+            "group": run.group,
+            "base": run.base,
+            "changes": run.changes,
+            "hierarchy": run.hierarchy.key,
+        },
+        run_config={**run.to_config(), **facts},
+        dataset_name=json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str),
+        host=host,
+        dist=ctx,
+    )
+
+
+def train_run(
+    run: RunSpec,
+    paths: RunPaths,
+    host: PluginHost,
+    datasets: dict[str, ImageDataset],
+    ctx: DistContext,
+    echo: Printer,
+    *,
+    device: str | None = None,
+    progress_bar: bool | None = None,
+) -> str:
+    """Build the request of one run whose lock the caller holds (:func:`run_request`), write
+    its ``config.yaml`` and hand the request to the engine; returns the run's status
+    (``finished``, ``diverged``, ``interrupted`` or ``failed``; after Ctrl-C, which the trainer
+    raises once the checkpoint is written, ``interrupted`` too). In a data-parallel job every
+    process of ``ctx`` calls it, and only its main process writes files (the trainer's rank 0)."""
+    from genzoo.engine import train_request
+    from genzoo.engine.signals import RunInterrupted
+
+    request = run_request(run, paths, host, datasets, ctx, device=device, progress_bar=progress_bar)
+    if ctx.is_main:
+        ExperimentDir.write_run_config(request)
     try:
-        row = train(
-            model,
-            dataset.split("train"),
-            dataset.split("test"),
-            training,
-            paths.dir,
-            regularizers=regularizers,
-            eval_config=run.evaluation,
-            name=run.run_id,
-            host=host,
-            run_config={**run.to_config(), **facts},
-            dataset_name=json.dumps(run.data.dataset.to_config(), sort_keys=True, default=str),
-            row_fields=row_fields,
-        )
+        row = train_request(request)
     except RunInterrupted as stop:  # the matrix stops as for SIGTERM; the command exits with 130
         row = stop.results
     except GenzooError:

@@ -71,9 +71,10 @@ class DataSpec:
     dataset: ComponentSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
-    """One training run of the matrix: a model, its regularizers, the data and a seed."""
+    """One training run of the matrix: a model, its regularizers, the data and a seed. Resolved
+    once and not changed afterwards, so that its :meth:`fingerprint` is computed once."""
 
     name: str
     seed: int
@@ -86,6 +87,7 @@ class RunSpec:
     base: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     origin: str = ""  # where the run is declared (file:line), for error messages
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -107,16 +109,25 @@ class RunSpec:
         }
 
     def fingerprint(self) -> str:
-        """A hash of everything that decides the run's results, to detect a changed config.
-        Training and evaluation settings count where they differ from their defaults, so that a
-        setting genzoo adds later (at its default) leaves earlier runs' fingerprints as they were."""
-        config = {
-            **self.to_config(),
-            "training": self.training.changed(),
-            "evaluation": self.evaluation.changed(),
-        }
-        text = json.dumps(config, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A hash of everything that decides the run's results, to detect a changed config
+        (:func:`run_fingerprint`), computed on first use and kept: the output folder's checks,
+        the run's claim, its ``config.yaml`` and its row of results all read this one."""
+        if self._fingerprint is None:
+            object.__setattr__(self, "_fingerprint", run_fingerprint(self))
+        return self._fingerprint  # type: ignore[return-value]
+
+
+def run_fingerprint(run: RunSpec) -> str:
+    """The hash of ``run``'s resolved configuration. Training and evaluation settings count where
+    they differ from their defaults, so that a setting genzoo adds later (at its default) leaves
+    earlier runs' fingerprints as they were."""
+    config = {
+        **run.to_config(),
+        "training": run.training.changed(),
+        "evaluation": run.evaluation.changed(),
+    }
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass

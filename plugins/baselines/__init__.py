@@ -1,8 +1,8 @@
 """The standard components NVAE is compared against: a standard VAE, plain conv residual cells,
 a directly parameterized normal posterior, and "none" for gates and regularizers.
 
-One module per component; each exposes ``register(registry)``, and this plugin's
-``genzoo_register`` hook calls them in turn.
+One module per component, declared where it is defined (``@genzoo.component``); this plugin's
+``genzoo_register`` hook adds them.
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ import genzoo
 
 GENZOO_PLUGIN_API = 1
 
-COMPONENT_MODULES = (
-    "none_gate",
-    "conv_cell",
-    "plain_normal",
-    "no_regularizer",
-    "standard_vae",
-)
-
 
 @genzoo.hookimpl
 def genzoo_register(registry: genzoo.Registry) -> None:
-    genzoo.register_modules(registry, __name__, COMPONENT_MODULES)
+    # Imported here, not at the top: listing the built-in plugins must not load torch.
+    from genzoo_plugins.baselines import conv_cell, no_regularizer, none_gate, plain_normal, standard_vae
+
+    registry.add_declared(none_gate, conv_cell, plain_normal, no_regularizer, standard_vae)

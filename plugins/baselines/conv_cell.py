@@ -16,6 +16,11 @@ from genzoo.interfaces import Cell, GateLayer
 from genzoo.validation import check_bool, check_odd_int
 
 
+@genzoo.component(
+    "cell",
+    "baselines.conv_cell",
+    description="standard residual cell: (BN-Swish-3x3 conv) x2, plain skip",
+)
 class ConvResidualCell(Cell):
     """``skip(x) + gate(conv2(swish(bn2(conv1(swish(bn1(x)))))))``: the standard residual sum,
     with no 0.1 factor on the branch.
@@ -64,10 +69,3 @@ class ConvResidualCell(Cell):
             skip = F.interpolate(skip, scale_factor=2, mode="nearest")
         h = self.conv2(F.silu(self.bn2(self.conv1(h))))
         return skip + self.gate(h)
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "cell", "baselines.conv_cell", ConvResidualCell,
-        description="standard residual cell: (BN-Swish-3x3 conv) x2, plain skip",
-    )  # fmt: skip

@@ -13,9 +13,14 @@ import torch
 from torch import nn
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import Registry
+from genzoo.registry import component
 
 
+@component(
+    "regularizer",
+    "baselines.none",
+    description="No regularization: a zero penalty, for ablating a regularizer away",
+)
 class NoRegularizer(Regularizer):
     """No penalty: a zero scalar (without gradient) on the model's device.
 
@@ -32,12 +37,3 @@ class NoRegularizer(Regularizer):
         if tensor is None:
             tensor = next(iter(model.buffers()), None)
         return torch.zeros((), device=tensor.device if tensor is not None else "cpu")
-
-
-def register(registry: Registry) -> None:
-    registry.add(
-        "regularizer",
-        "baselines.none",
-        NoRegularizer,
-        description="No regularization: a zero penalty, for ablating a regularizer away",
-    )

@@ -8,12 +8,9 @@ import genzoo
 from genzoo.interfaces import ChannelGate
 
 
+@genzoo.component("gate", "baselines.none_gate", description="no gate (identity)")
 class NoGate(ChannelGate):
     """Identity: leaves every channel as it is (no parameters)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("gate", "baselines.none_gate", NoGate, description="no gate (identity)")

@@ -29,6 +29,11 @@ def _normal(params: torch.Tensor) -> DiagonalNormal:
     return DiagonalNormal(mu, F.softplus(raw) + SIGMA_FLOOR)
 
 
+@genzoo.component(
+    "latent_group",
+    "baselines.plain_normal",
+    description="plain normal: posterior parameterized directly, N(0, I) top prior",
+)
 class PlainNormal(LatentGroup):
     """q(z|x) = N(mu_q, sigma_q) from a 3x3 conv of the encoder feature; p(z) from a 1x1 conv
     of the decoder state (N(0, I) for the top group); closed-form KL."""
@@ -73,10 +78,3 @@ class PlainNormal(LatentGroup):
             like = self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w)
             return self._prior(None, like).sample(temperature)
         return self._prior(dec_state, dec_state).sample(temperature)
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "latent_group", "baselines.plain_normal", PlainNormal,
-        description="plain normal: posterior parameterized directly, N(0, I) top prior",
-    )  # fmt: skip

@@ -12,7 +12,7 @@ from torch import nn
 
 from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
-from genzoo.registry import Registry
+from genzoo.registry import component
 from genzoo.spec import ComponentSpec
 from genzoo.validation import check_int
 
@@ -27,6 +27,13 @@ def _conv_bn_swish(in_chs: int, out_chs: int, *, transpose: bool = False) -> nn.
     return nn.Sequential(conv(in_chs, out_chs, 4, stride=2, padding=1), nn.BatchNorm2d(out_chs), nn.SiLU())
 
 
+@component(
+    "hierarchy",
+    "baselines.standard_vae",
+    description="A standard conv VAE: one latent group at the bottleneck, N(0, I) prior",
+    accepts=["num_bits"],
+    example=dict(num_channels=8, num_downsamples=2, latent_chs=4),
+)
 class StandardVAE(Hierarchy):
     """A classic convolutional VAE with a single latent group.
 
@@ -129,14 +136,3 @@ class StandardVAE(Hierarchy):
             "likelihood": self.output_likelihood,
         }
         return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
-
-
-def register(registry: Registry) -> None:
-    registry.add(
-        "hierarchy",
-        "baselines.standard_vae",
-        StandardVAE,
-        description="A standard conv VAE: one latent group at the bottleneck, N(0, I) prior",
-        accepts=["num_bits"],
-        example=dict(num_channels=8, num_downsamples=2, latent_chs=4),
-    )

@@ -2,8 +2,8 @@
 CIFAR-10, CelebA 64, and generic IDX files, NumPy ``.npz`` arrays and image folders.
 
 Every split yields float images ``(C, H, W)`` in [0, 1] on the dataset's ``num_bits`` grid
-(images only, no labels). One module per dataset; each exposes ``register(registry)``, and this
-plugin's ``genzoo_register`` hook calls them in turn.
+(images only, no labels). One module per dataset, declared where it is defined
+(``@genzoo.component``); this plugin's ``genzoo_register`` hook adds them.
 """
 
 from __future__ import annotations
@@ -12,17 +12,10 @@ import genzoo
 
 GENZOO_PLUGIN_API = 1
 
-COMPONENT_MODULES = (
-    "shapes",
-    "mnist",
-    "cifar10",
-    "celeba64",
-    "image_folder",
-    "idx",
-    "npz",
-)
-
 
 @genzoo.hookimpl
 def genzoo_register(registry: genzoo.Registry) -> None:
-    genzoo.register_modules(registry, __name__, COMPONENT_MODULES)
+    # Imported here, not at the top: listing the built-in plugins must not load torch.
+    from genzoo_plugins.data import celeba64, cifar10, idx, image_folder, mnist, npz, shapes
+
+    registry.add_declared(shapes, mnist, cifar10, celeba64, image_folder, idx, npz)

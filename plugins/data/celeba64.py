@@ -60,6 +60,7 @@ def _layout(root: Path) -> str:
     )
 
 
+@genzoo.component("dataset", KEY, description="CelebA 64x64 with NVAE's crop (148 box, resize)")
 class CelebA64(ImageDataset):
     """CelebA, 3x64x64, 8-bit, cropped and resized as NVAE does.
 
@@ -164,7 +165,3 @@ class CelebA64(ImageDataset):
             num_bits=self.num_bits,
             hflip=self.hflip and name == "train",
         )
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("dataset", KEY, CelebA64, description="CelebA 64x64 with NVAE's crop (148 box, resize)")

@@ -37,6 +37,7 @@ def _layout(root: Path) -> str:
     )
 
 
+@genzoo.component("dataset", KEY, description="CIFAR-10 3x32x32 via torchvision")
 class CIFAR10(ImageDataset):
     """CIFAR-10, 3x32x32, 8-bit, via torchvision.
 
@@ -103,7 +104,3 @@ class CIFAR10(ImageDataset):
                 codes, num_bits=self.num_bits, hflip=self.hflip and name == "train"
             )
         return self._splits[name]
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("dataset", KEY, CIFAR10, description="CIFAR-10 3x32x32 via torchvision")

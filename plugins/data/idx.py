@@ -75,6 +75,7 @@ def read_idx(path: str | Path, *, key: str = "data.idx") -> torch.Tensor:
     return torch.frombuffer(bytearray(body[:expected]), dtype=torch.uint8).reshape(dims)
 
 
+@genzoo.component("dataset", "data.idx", description="grey images from IDX files (the MNIST format)")
 class IdxImages(ImageDataset):
     """Grey images from IDX files: a train and a test split, each a file or a range of one.
 
@@ -188,9 +189,3 @@ class IdxImages(ImageDataset):
         if isinstance(other, UInt8Images) and self.files["train"] == self.files["test"]:
             return other.codes  # one file, two ranges: read it once
         return rearrange(read_idx(path, key=self.key), "n h w -> n 1 h w")
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "dataset", "data.idx", IdxImages, description="grey images from IDX files (the MNIST format)"
-    )

@@ -39,6 +39,7 @@ def find_images(root: Path, *, recursive: bool) -> list[Path]:
     )
 
 
+@genzoo.component("dataset", KEY, description="any folder of images, resized and center-cropped")
 class ImageFolder(ImageDataset):
     """Every image in a folder, as ``image_size`` squares, with a seeded held-out test split.
 
@@ -103,7 +104,3 @@ class ImageFolder(ImageDataset):
             num_bits=self.num_bits,
             hflip=self.hflip and name == "train",
         )
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("dataset", KEY, ImageFolder, description="any folder of images, resized and center-cropped")

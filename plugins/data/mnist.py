@@ -28,6 +28,7 @@ TRAIN_FILE = "train-images-idx3-ubyte"
 TEST_FILE = "t10k-images-idx3-ubyte"
 
 
+@genzoo.component("dataset", "data.mnist", description="MNIST 28x28, dynamically binarized (IDX files)")
 class MNIST(IdxImages):
     """MNIST digits, 1x28x28, dynamically binarized (``num_bits`` 1) or 8-bit grey.
 
@@ -103,7 +104,3 @@ class MNIST(IdxImages):
                 f"({type(exc).__name__}: {exc}). Put {self._what_to_put()} in {folder_text(root)} instead. "
                 f"{elsewhere()}."
             ) from exc
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("dataset", "data.mnist", MNIST, description="MNIST 28x28, dynamically binarized (IDX files)")

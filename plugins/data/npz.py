@@ -64,6 +64,7 @@ def _codes(array: np.ndarray, file: Path, array_key: str, layout: str) -> torch.
     return rearrange(tensor, PATTERNS[layout]).contiguous()
 
 
+@genzoo.component("dataset", KEY, description="images from NumPy .npz arrays (uint8 or float in [0, 1])")
 class NpzImages(ImageDataset):
     """Images from a NumPy ``.npz`` file, one array per split.
 
@@ -123,9 +124,3 @@ class NpzImages(ImageDataset):
     def split(self, name: str) -> Dataset:
         """The ``"train"`` or ``"test"`` split."""
         return self._splits[check_split(KEY, name)]
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "dataset", KEY, NpzImages, description="images from NumPy .npz arrays (uint8 or float in [0, 1])"
-    )

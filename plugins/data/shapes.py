@@ -143,6 +143,7 @@ def render_shapes(
     return torch.cat(chunks)
 
 
+@genzoo.component("dataset", KEY, description="coloured shapes generated on the fly (no download)")
 class Shapes(ImageDataset):
     """Coloured shapes generated on the fly: structured, learnable, no download.
 
@@ -193,7 +194,3 @@ class Shapes(ImageDataset):
             )
             self._splits[name] = UInt8Images(codes, num_bits=self.num_bits)
         return self._splits[name]
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("dataset", KEY, Shapes, description="coloured shapes generated on the fly (no download)")

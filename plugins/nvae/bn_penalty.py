@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import Registry
+from genzoo.registry import component
 from genzoo_plugins.nvae.spectral import NVAE_COEFF, NVAE_COEFF_INIT
 
 
@@ -25,6 +25,11 @@ def _model_device(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+@component(
+    "regularizer",
+    "nvae.bn_weight_penalty",
+    description="NVAE BatchNorm weight penalty: sum of max |gamma| over BatchNorm layers",
+)
 class BatchNormPenalty(Regularizer):
     """Sum over affine BatchNorm layers of ``max |gamma|`` (NVAE's BN weight penalty).
 
@@ -53,12 +58,3 @@ class BatchNormPenalty(Regularizer):
         # values, and ties share the gradient as with max()).
         lengths = torch.tensor([w.numel() for w in weights], device=weights[0].device)
         return torch.segment_reduce(torch.cat(weights).abs(), "max", lengths=lengths).sum()
-
-
-def register(registry: Registry) -> None:
-    registry.add(
-        "regularizer",
-        "nvae.bn_weight_penalty",
-        BatchNormPenalty,
-        description="NVAE BatchNorm weight penalty: sum of max |gamma| over BatchNorm layers",
-    )

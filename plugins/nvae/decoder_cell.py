@@ -24,7 +24,7 @@ modules in the input's memory format. On an H100 (torch 2.11, 2026-11-24, benchm
 1.35x faster than with these cells (channels_last + fused) in fp32, quickstart and CIFAR-sized,
 batch 16 and 128 (before the folded expansion existed): the step is launch-bound there, and
 the fused steps and their recomputation add kernels. Which of the two costs what on CUDA was
-not measured apart; ``benchmarks/bench_gpu_paper.py`` measures the cell with both on against ``auto``. Under
+not measured apart; ``benchmarks/gpu/bench_gpu_paper.py`` measures the cell with both on against ``auto``. Under
 ``torch.compile`` (``training.compile``) ``fused: auto`` is off on every device too: the fused
 steps are autograd functions around a C++ kernel that dynamo cannot trace (each would split
 the compiled cell), and the compiler fuses BatchNorm and Swish itself. Other devices (MPS ...)
@@ -46,6 +46,12 @@ from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn_swish_conv, bn_swis
 from genzoo_plugins.nvae.skip import make_skip
 
 
+@genzoo.component(
+    "cell",
+    "nvae.separable_cell",
+    description="NVAE decoder cell: 1x1 expand, 5x5 depthwise, 1x1 project, BN, SE",
+    accepts=["expansion"],  # the hierarchy gives decoder slots 6, post-process slots 3
+)
 class SeparableCell(Cell):
     """The inverted-residual decoder cell with a 5x5 depthwise convolution.
 
@@ -159,11 +165,3 @@ def resolve_fast_path(option: bool | str, device: torch.device, *, traceable: bo
     if option != "auto":
         return bool(option)
     return device.type == "cpu" and (traceable or not torch.compiler.is_compiling())
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "cell", "nvae.separable_cell", SeparableCell,
-        description="NVAE decoder cell: 1x1 expand, 5x5 depthwise, 1x1 project, BN, SE",
-        accepts=["expansion"],  # the hierarchy gives decoder slots 6, post-process slots 3
-    )  # fmt: skip

@@ -30,6 +30,7 @@ BN_MOMENTUM = 0.05  # official neural_operations.py (PyTorch convention: weight 
 RESIDUAL_SCALE = 0.1
 
 
+@genzoo.component("cell", "nvae.residual_cell", description="NVAE encoder cell: (BN-Swish-3x3 conv) x2 + SE")
 class ResidualCell(Cell):
     """``skip(x) + 0.1 * gate(conv2(swish(bn2(conv1(swish(bn1(x)))))))`` (official ``Cell`` with
     ``res_bnswish`` x 2).
@@ -79,12 +80,3 @@ class ResidualCell(Cell):
             h = bn_swish_conv(x, self.bn1, self.conv1, fuse=self.fused)
         h = bn_swish_conv(h, self.bn2, self.conv2, fuse=self.fused)
         return torch.add(self.skip(x), self.gate(h), alpha=RESIDUAL_SCALE)  # one pass: skip + 0.1 h
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "cell",
-        "nvae.residual_cell",
-        ResidualCell,
-        description="NVAE encoder cell: (BN-Swish-3x3 conv) x2 + SE",
-    )

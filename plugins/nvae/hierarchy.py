@@ -30,7 +30,7 @@ from genzoo.activations import ELU
 from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.errors import ConfigError
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
-from genzoo.registry import Registry
+from genzoo.registry import component
 from genzoo.spec import ComponentSpec
 from genzoo.validation import check_bool, check_int
 from genzoo_plugins.nvae.combiners import DecoderCombiner, EncoderCombiner
@@ -56,6 +56,22 @@ discretized mixture of logistics otherwise."""
 
 
 # -- the hierarchy -------------------------------------------------------------------------------
+@component(
+    "hierarchy",
+    "nvae.hierarchy",
+    description="NVAE: latent groups over several scales, residual cells, learned top input",
+    accepts=["num_bits"],
+    example=dict(
+        num_channels=8,
+        num_latent_scales=2,
+        num_groups_per_scale=2,
+        latent_chs=4,
+        num_preprocess_cells=1,
+        num_postprocess_cells=1,
+        num_cells_per_group_enc=1,
+        num_cells_per_group_dec=1,
+    ),
+)
 class NVAEHierarchy(Hierarchy):
     """NVAE: a deep hierarchical VAE with latent groups over several scales.
 
@@ -387,23 +403,3 @@ class NVAEHierarchy(Hierarchy):
                     params.extend(item.parameters())
             counts[name] = sum(p.numel() for p in params)
         return counts
-
-
-def register(registry: Registry) -> None:
-    registry.add(
-        "hierarchy",
-        "nvae.hierarchy",
-        NVAEHierarchy,
-        description="NVAE: latent groups over several scales, residual cells, learned top input",
-        accepts=["num_bits"],
-        example=dict(
-            num_channels=8,
-            num_latent_scales=2,
-            num_groups_per_scale=2,
-            latent_chs=4,
-            num_preprocess_cells=1,
-            num_postprocess_cells=1,
-            num_cells_per_group_enc=1,
-            num_cells_per_group_dec=1,
-        ),
-    )

@@ -39,6 +39,11 @@ def _log_one_minus_exp(t: torch.Tensor, log_t: torch.Tensor) -> torch.Tensor:
     return torch.where(small, log_t - 0.5 * t, torch.log(-torch.expm1(-safe_t)))
 
 
+@genzoo.component(
+    "likelihood",
+    "nvae.discretized_mix_logistic",
+    description="discretized mixture of logistics (PixelCNN++), any bit depth",
+)
 class DiscretizedMixLogistic(OutputLikelihood):
     """M-component discretized logistic mixture per pixel.
 
@@ -155,6 +160,7 @@ class DiscretizedMixLogistic(OutputLikelihood):
         return self._draw(params, 0.0)
 
 
+@genzoo.component("likelihood", "nvae.bernoulli", description="Bernoulli pixels for binarized images")
 class Bernoulli(OutputLikelihood):
     """Independent Bernoulli pixels, parameterized by logits, for binarized images."""
 
@@ -183,13 +189,3 @@ class Bernoulli(OutputLikelihood):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The pixel probabilities (not binary), for reconstructions."""
         return torch.sigmoid(params)
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "likelihood", "nvae.discretized_mix_logistic", DiscretizedMixLogistic,
-        description="discretized mixture of logistics (PixelCNN++), any bit depth",
-    )  # fmt: skip
-    registry.add(
-        "likelihood", "nvae.bernoulli", Bernoulli, description="Bernoulli pixels for binarized images"
-    )

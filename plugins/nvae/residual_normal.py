@@ -47,6 +47,11 @@ def nvae_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> DiagonalNormal:
     return DiagonalNormal(soft_clamp(mu), torch.exp(soft_clamp(log_sigma)) + SIGMA_FLOOR)
 
 
+@genzoo.component(
+    "latent_group",
+    "nvae.residual_normal",
+    description="NVAE residual normal: posterior relative to the prior, optional AR flows",
+)
 class ResidualNormal(LatentGroup):
     """One group of NVAE latents (see the module docstring).
 
@@ -118,13 +123,6 @@ class ResidualNormal(LatentGroup):
         else:
             mu, log_sigma = self._prior_params(dec_state, dec_state)
         return nvae_normal(mu, log_sigma).sample(temperature)
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add(
-        "latent_group", "nvae.residual_normal", ResidualNormal,
-        description="NVAE residual normal: posterior relative to the prior, optional AR flows",
-    )  # fmt: skip
 
 
 __all__ = ["ResidualNormal", "nvae_normal", "soft_clamp"]

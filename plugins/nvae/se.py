@@ -11,6 +11,7 @@ from genzoo.interfaces import ChannelGate
 from genzoo.validation import check_int
 
 
+@genzoo.component("gate", "nvae.se", description="squeeze-and-excitation gate (NVAE cells)")
 class SqueezeExcitation(ChannelGate):
     """Global average pool -> Linear(C, max(C // 16, 4)) -> ReLU -> Linear -> sigmoid -> scale."""
 
@@ -26,7 +27,3 @@ class SqueezeExcitation(ChannelGate):
         squeezed = reduce(x, "b c h w -> b c", "mean")
         scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))
         return x * scale[:, :, None, None]
-
-
-def register(registry: genzoo.Registry) -> None:
-    registry.add("gate", "nvae.se", SqueezeExcitation, description="squeeze-and-excitation gate (NVAE cells)")

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import Registry
+from genzoo.registry import component
 from genzoo.validation import check_choice, check_int, invalid, is_int
 
 PENALTIES = ("sum", "squared_excess")
@@ -73,6 +73,11 @@ def _shape_key(rows: int, cols: int) -> str:
     return f"{rows}x{cols}"
 
 
+@component(
+    "regularizer",
+    "nvae.spectral_regularizer",
+    description="NVAE spectral regularization: sum of conv weights' largest singular values",
+)
 class SpectralRegularizer(Regularizer):
     """Sum over convolutions of the largest singular value of the reshaped weight (NVAE Sec. 3.2).
 
@@ -226,12 +231,3 @@ class SpectralRegularizer(Regularizer):
                 "expected both for every shape"
             )
         self._u, self._v = u, v
-
-
-def register(registry: Registry) -> None:
-    registry.add(
-        "regularizer",
-        "nvae.spectral_regularizer",
-        SpectralRegularizer,
-        description="NVAE spectral regularization: sum of conv weights' largest singular values",
-    )

@@ -3,8 +3,8 @@
 genzoo's compiled kernel (``genzoo.cpu_kernels``), for the decoder cell's 5x5
 depthwise convolution at 6x expansion. Prints a Markdown table (method: benchmarks/README.md).
 
-    python benchmarks/bench_depthwise_grad.py
-    python benchmarks/bench_depthwise_grad.py --channels 32 --resolutions 32 --repeats 20
+    python -m benchmarks.cells.bench_depthwise_grad
+    python -m benchmarks.cells.bench_depthwise_grad --channels 32 --resolutions 32 --repeats 20
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import header, interleaved_times, markdown_table, set_threads
 
+from benchmarks.harness.measure import header, interleaved_times, markdown_table, set_threads
 from genzoo import cpu_kernels
 
 

@@ -3,8 +3,8 @@ CIFAR-sized NVAE (bench_model.py's models) with bf16 autocast, channels_last and
 ``torch.compile``, each on and off, against fp32 eager, and the naive cells as a reference.
 Prints Markdown tables (method: benchmarks/README.md).
 
-    python benchmarks/bench_gpu.py
-    python benchmarks/bench_gpu.py --models cifar --batches 16 128 --repeats 30
+    python -m benchmarks.gpu.bench_gpu
+    python -m benchmarks.gpu.bench_gpu --models cifar --batches 16 128 --repeats 30
 
 Timing: CUDA events around each step, after ``--warmup`` steps (which include the compilation);
 the median of ``--repeats`` steps, variants measured one after another in one process. Peak
@@ -19,8 +19,9 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from common import MIB, header, markdown_table
-from models import build, cifar_options, images, quickstart_options, training_step
+
+from benchmarks.harness.measure import MIB, header, markdown_table
+from benchmarks.harness.small_models import build, cifar_options, images, quickstart_options, training_step
 
 MODELS = {
     "quickstart": lambda: quickstart_options()[0],

@@ -7,7 +7,8 @@ import dataclasses
 import math
 from typing import Any
 
-from paper_plan import CELLS, MNIST_REFERENCE, REFERENCE, Setting
+from benchmarks.gpu.paper_plan import MNIST_REFERENCE, REFERENCE, Setting
+from benchmarks.harness.paper_models import CELLS
 
 SECTIONS = {
     "cifar10": "CIFAR-10 (nvae.hierarchy defaults), batch 32; ratios against naive cells, fp32, eager",
@@ -118,7 +119,7 @@ def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: what ran where, the targets, one table per section."""
     rows = doc["rows"]
     lines = [
-        "### GPU at paper scale (benchmarks/bench_gpu_paper.py)",
+        "### GPU at paper scale (benchmarks/gpu/bench_gpu_paper.py)",
         "",
         f"- device: {doc['device']}; torch {doc['torch']} (CUDA {doc['cuda']}), Python {doc['python']}",
         f"- command: `{doc['command']}`; started {doc['started']}, {doc['elapsed_s']:.0f} s",

@@ -2,7 +2,7 @@
 versions (commits or folders, as ``bench_step.py``): ``torch.profiler``'s self time of every
 operator over a few steps, summed into categories. Prints Markdown.
 
-    python benchmarks/profile_step.py --trees 7a9c47b . --models mnist --threads 1
+    python -m benchmarks.compare.profile_step --trees 7a9c47b . --models mnist --threads 1
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from step_runs import MODELS, Worker, model_spec, resolve_tree
+from benchmarks.harness import command_line
+from benchmarks.harness.step_processes import MODELS, Worker, model_spec, resolve_tree
 
 CATEGORIES = {
     "oneDNN convolutions (forward, backward)": ("aten::mkldnn_convolution", "aten::convolution_backward"),
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 3 untimed)")
     args = parser.parse_args()
     trees = [resolve_tree(t) for t in args.trees]
-    print(f"- command: `python benchmarks/profile_step.py {' '.join(os.sys.argv[1:])}`")
+    print(f"- command: `{command_line()}`")
     print(f"- load average at start: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     for name in args.models:
         columns = []

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 import torch
 from torch.autograd.graph import saved_tensors_hooks
 from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.harness import command_line
 
 MIB = 2**20
 
@@ -60,7 +61,7 @@ def cpu_name() -> str:
 def header(title: str, *, threads: int, extra: str = "") -> str:
     """The Markdown lines that say what ran where: machine, threads, dtype, versions, command."""
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    command = "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    command = command_line()
     lines = [
         f"### {title}",
         "",

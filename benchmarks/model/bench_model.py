@@ -3,8 +3,8 @@
 package's cells (default, checkpointed, channels_last model). Prints Markdown tables (method:
 benchmarks/README.md).
 
-    python benchmarks/bench_model.py
-    python benchmarks/bench_model.py --models cifar --repeats 10
+    python -m benchmarks.model.bench_model
+    python -m benchmarks.model.bench_model --models cifar --repeats 10
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 
-from common import (
+from benchmarks.harness import REPO, module_command
+from benchmarks.harness.measure import (
     MIB,
     header,
     interleaved_times,
@@ -27,7 +27,15 @@ from common import (
     set_threads,
     without_cpu_kernels,
 )
-from models import KERNEL_OFF, VARIANTS, build, cifar_options, images, quickstart_options, training_step
+from benchmarks.harness.small_models import (
+    KERNEL_OFF,
+    VARIANTS,
+    build,
+    cifar_options,
+    images,
+    quickstart_options,
+    training_step,
+)
 
 MODELS = {
     "quickstart": lambda: quickstart_options(),
@@ -57,9 +65,9 @@ def rss_child(model_name: str, variant: str, steps: int, threads: int) -> None:
 
 
 def rss_delta(model_name: str, variant: str, steps: int, threads: int) -> int:
-    command = [sys.executable, __file__, "--child", model_name, variant, "--threads", str(threads)]
+    command = module_command(__spec__.name, "--child", model_name, variant, "--threads", str(threads))
     command += ["--rss-steps", str(steps)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
     return json.loads(out.strip().splitlines()[-1])["rss_delta"]
 
 

@@ -5,27 +5,22 @@ traced graphs as they are: no code generation, so it is quick on a CPU). Instanc
 class share a compilation per configuration and input layout, so the count stays small however
 deep the model is. Prints Markdown.
 
-    python benchmarks/count_compilations.py                 # CPU, batch 2
-    python benchmarks/count_compilations.py --device cuda   # the layouts CUDA's defaults give
+    python -m benchmarks.model.count_compilations                 # CPU, batch 2
+    python -m benchmarks.model.count_compilations --device cuda   # the layouts CUDA's defaults give
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import header, markdown_table  # noqa: E402
-from paper_plan import build_model, cifar10, mnist, random_images  # noqa: E402
-
-from genzoo.engine import compilation  # noqa: E402
+from benchmarks.harness.measure import header, markdown_table
+from benchmarks.harness.paper_models import build_model, cifar10, mnist, random_images
+from genzoo.engine import compilation
 
 
 def count(spec, device: torch.device, batch: int) -> list[object]:

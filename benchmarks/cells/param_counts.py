@@ -8,8 +8,8 @@ forward + backward pass of each at one size (C = 64, 16 x 16, batch 32, 2 thread
 ``--repeats`` runs after warm-up), and writes the table, with the closed forms, to
 ``docs/param_counts.md``. Rerun from the repository root:
 
-    python benchmarks/param_counts.py              # counts and timings
-    python benchmarks/param_counts.py --repeats 50 # steadier timings
+    python -m benchmarks.cells.param_counts              # counts and timings
+    python -m benchmarks.cells.param_counts --repeats 50 # steadier timings
 
 ``tests/test_param_counts.py`` checks the counts against closed forms derived independently,
 and that the counts in the committed document are the modules' counts.
@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 import genzoo
+from benchmarks.harness import REPO
 
 WIDTHS = (32, 64, 128, 256)
-DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "param_counts.md"
+DOC_PATH = REPO / "docs" / "param_counts.md"
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def speed_verdict(timings: dict[str, dict[str, float]]) -> str:
 DOC_TEMPLATE = """\
 # Parameter counts of single cells (seed exercise 1)
 
-<!-- Written by benchmarks/param_counts.py; edit the script, not this file. -->
+<!-- Written by benchmarks/cells/param_counts.py; edit the script, not this file. -->
 
 Does NVAE's depthwise-separable decoder cell save parameters against a standard conv cell, and
 what does it cost in speed? Each cell below is built from the registry with `resample="none"`
@@ -182,7 +183,7 @@ and `in_chs = out_chs = C`, and its count is `sum(p.numel() for p in cell.parame
 weights and biases, BatchNorm affine parameters (weight and bias) and the weight-norm log-norms;
 BatchNorm running statistics are buffers and are not counted. Rerun from the repository root:
 
-    python benchmarks/param_counts.py
+    python -m benchmarks.cells.param_counts
 
 {table}
 

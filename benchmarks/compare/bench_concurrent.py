@@ -15,10 +15,10 @@ what an ``--env`` setting changes: torch's wheels ship GNU libgomp, which reads
 ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` when torch is imported (``KMP_BLOCKTIME`` is
 Intel's runtime's and is ignored).
 
-    python benchmarks/bench_concurrent.py
-    python benchmarks/bench_concurrent.py --env default OMP_WAIT_POLICY=PASSIVE --repeats 3
-    python benchmarks/bench_concurrent.py --model mnist --steps 30 --env GENZOO_CPU_KERNELS=0
-    python benchmarks/bench_concurrent.py --tree 7a9c47b      # a commit, exported with git archive
+    python -m benchmarks.compare.bench_concurrent
+    python -m benchmarks.compare.bench_concurrent --env default OMP_WAIT_POLICY=PASSIVE --repeats 3
+    python -m benchmarks.compare.bench_concurrent --model mnist --steps 30 --env GENZOO_CPU_KERNELS=0
+    python -m benchmarks.compare.bench_concurrent --tree 7a9c47b      # a commit, exported with git archive
 
 Each ``--env`` setting (``NAME=VALUE[,NAME=VALUE]``, or ``default``; ``second:NAME=VALUE`` sets
 a variable for the second worker only) is measured in turn, in
@@ -35,7 +35,8 @@ import os
 import statistics
 import time
 
-from step_runs import MODELS, Worker, model_spec, resolve_tree
+from benchmarks.harness import command_line
+from benchmarks.harness.step_processes import MODELS, Worker, model_spec, resolve_tree
 
 
 def _durations(spans: list[list[float]], window: tuple[float, float] | None = None) -> list[float]:
@@ -142,7 +143,7 @@ def main() -> None:
         spec["training"]["cpu_threads"] = int(value) if value.isdigit() else value
     threads = args.cpu_threads or args.threads or "torch default"
     print(f"### Two processes at once: {label}, model {args.model}\n")
-    print(f"- command: `python benchmarks/bench_concurrent.py {' '.join(os.sys.argv[1:])}`")
+    print(f"- command: `{command_line()}`")
     print(f"- {os.cpu_count()} logical CPUs; threads per process: {threads}\n")
     print(
         "| repeat | setting | alone ms / step | together ms / step | slowdown | vs first alone | load average before |"

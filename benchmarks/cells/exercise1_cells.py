@@ -3,8 +3,8 @@ save against a standard conv cell, at three widths? Parameters (counted, and fro
 forms of docs/param_counts.md, which must agree), training images per second (forward +
 backward of one cell) and peak memory, with the SE gate NVAE puts in every cell.
 
-    python benchmarks/exercise1_cells.py                      # C 16 32 64 at 16x16, batch 32
-    python benchmarks/exercise1_cells.py --channels 16 32 64 --size 16 --repeats 20
+    python -m benchmarks.cells.exercise1_cells                      # C 16 32 64 at 16x16, batch 32
+    python -m benchmarks.cells.exercise1_cells --channels 16 32 64 --size 16 --repeats 20
 
 The whole-model side of the exercise (the same MNIST NVAE with separable or standard cells at
 three widths) is ``experiments/exercise1_params.yaml --profile mnist``; the NLL each reaches at
@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import (
+
+from benchmarks.harness.measure import (
     MIB,
     cell_training_step,
     header,
@@ -25,7 +26,6 @@ from common import (
     peak_allocated_bytes,
     set_threads,
 )
-
 from genzoo_plugins.baselines.conv_cell import ConvResidualCell
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.se import SqueezeExcitation

@@ -8,9 +8,9 @@ are commits (exported with ``git archive``) or folders (``.`` is this checkout, 
 changes included), each optionally with environment variables for its process
 (``TREE@NAME=VALUE[,NAME=VALUE]``, e.g. ``.@GENZOO_CPU_KERNELS=0``):
 
-    python benchmarks/bench_step.py                          # 7a9c47b against this checkout
-    python benchmarks/bench_step.py --trees 7a9c47b main --models mnist --steps 40
-    python benchmarks/bench_step.py --trees . .@GENZOO_CPU_KERNELS=0 --models cifar
+    python -m benchmarks.compare.bench_step                          # 7a9c47b against this checkout
+    python -m benchmarks.compare.bench_step --trees 7a9c47b main --models mnist --steps 40
+    python -m benchmarks.compare.bench_step --trees . .@GENZOO_CPU_KERNELS=0 --models cifar
 
 Time: median over the timed rounds after the warm-up ones, of the wall time and of the CPU time
 of all the process's threads (which other processes' load does not inflate as it does the wall
@@ -29,7 +29,8 @@ import platform
 import statistics
 import time
 
-from step_runs import MODELS, Worker, model_spec, resolve_tree
+from benchmarks.harness import command_line
+from benchmarks.harness.step_processes import MODELS, Worker, model_spec, resolve_tree
 
 MIB = 2**20
 TITLES = {
@@ -120,7 +121,7 @@ def main() -> None:
     print(
         f"- threads: {args.threads or 'torch default'}; {args.steps} timed rounds after {args.warmup} warm-up, alternating"
     )
-    print(f"- command: `python benchmarks/bench_step.py {' '.join(os.sys.argv[1:])}`")
+    print(f"- command: `{command_line()}`")
     print(f"- load average at start: {load()}\n", flush=True)
     for name in args.models:
         table = measure(name, trees, args)

@@ -3,8 +3,8 @@ channels_last only, the default fast cell, checkpointed), NVAE's encoder cell an
 conv cell, at C channels in and out, one resolution, batch 32, with the SE gate NVAE puts in
 every cell. Prints Markdown tables (see benchmarks/README.md for the method).
 
-    python benchmarks/bench_cells.py                      # C 32 64 128, resolutions 16 32
-    python benchmarks/bench_cells.py --channels 32 --resolutions 32 --repeats 20
+    python -m benchmarks.cells.bench_cells                      # C 32 64 128, resolutions 16 32
+    python -m benchmarks.cells.bench_cells --channels 32 --resolutions 32 --repeats 20
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import argparse
 import copy
 
 import torch
-from common import (
+
+from benchmarks.harness.measure import (
     MIB,
     cell_training_step,
     header,
@@ -25,11 +26,10 @@ from common import (
     set_threads,
     without_cpu_kernels,
 )
-from naive_cells import NaiveSeparableCell, UnfoldedCell
-
 from genzoo_plugins.baselines.conv_cell import ConvResidualCell
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell
+from genzoo_plugins.nvae.naive_cells import NaiveSeparableCell, UnfoldedCell
 from genzoo_plugins.nvae.se import SqueezeExcitation
 
 REFERENCE = "decoder, naive NCHW (reference)"

@@ -4,8 +4,8 @@ batch 32): the naive reference, channels_last only, and the default (channels_la
 glibc returns large freed blocks to the kernel, so every expanded tensor of a cell step (25 MiB
 here) is faulted in page by page again on the next step. Run it twice to see what that costs:
 
-    python benchmarks/page_faults.py
-    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 python benchmarks/page_faults.py
+    python -m benchmarks.cells.page_faults
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 python -m benchmarks.cells.page_faults
 
 (the second keeps blocks up to 32 MiB on the heap and never trims it: no faults after warm-up,
 at the price of memory held by the process).
@@ -18,10 +18,10 @@ import os
 import resource
 
 import torch
-from common import interleaved_times, set_threads
-from naive_cells import NaiveSeparableCell
 
+from benchmarks.harness.measure import interleaved_times, set_threads
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
+from genzoo_plugins.nvae.naive_cells import NaiveSeparableCell
 from genzoo_plugins.nvae.se import SqueezeExcitation
 
 

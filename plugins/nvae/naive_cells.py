@@ -2,10 +2,11 @@
 :class:`genzoo_plugins.nvae.decoder_cell.SeparableCell` written as a plain ``nn.Sequential`` in
 NCHW with separate BatchNorm and Swish modules, as a straightforward PyTorch port would write it.
 
-It is kept here, outside the package, as the baseline the benchmarks measure against and the
-reference ``tests/test_fast_paths.py`` checks the fast cell against (same weights, same input,
-same outputs and gradients within 1e-5 in fp32). :class:`UnfoldedCell` is the package's cell
-without one of its fast paths (the folded expansion), for the ablation rows of the benchmarks.
+It is the reference ``tests/test_fast_paths.py`` checks the fast cell against (same weights,
+same input, same outputs and gradients within 1e-5 in fp32) and the baseline the benchmarks
+(``benchmarks/``) measure against. :class:`UnfoldedCell` is the package's cell without one of its
+fast paths (the folded expansion), for the ablation rows of the benchmarks. It registers no
+component: the plugin's hook does not import it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """GPU at paper scale (issue 17): NVAE's official CIFAR-10 model (``nvae.hierarchy`` defaults,
 130,852,480 parameters) at batch 32, NVAE's per-GPU batch, in every setting a user can choose,
-against the same model built from the naive cells (``naive_cells.py``); then peak memory
+against the same model built from the naive cells (``genzoo_plugins.nvae.naive_cells``); then peak memory
 against batch size for the fastest setting, the official MNIST model of experiments/mnist.yaml at
 its per-GPU batch of 100, and the cost of NVAE's regularizers. One command, on one GPU:
 
-    python benchmarks/bench_gpu_paper.py --budget-s 420       # writes $OUT (default ./out)
-    python benchmarks/bench_gpu_paper.py --dry-run            # the plan, on any machine
+    python -m benchmarks.gpu.bench_gpu_paper --budget-s 420       # writes $OUT (default ./out)
+    python -m benchmarks.gpu.bench_gpu_paper --dry-run            # the plan, on any machine
 
 Per setting: images/s (the median step after the warm-up steps), peak allocated memory (the
 whole setting: model, optimizer state, gradients, activations, CUDA graph pools) and what the
@@ -45,70 +45,31 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_plan import (  # noqa: E402
+import genzoo
+from benchmarks.gpu.paper_plan import (
     Budget,
-    ModelSpec,
     OutOfTime,
     Setting,
-    build_model,
-    cifar10,
     core_settings,
     deadline,
     derived_settings,
     extra_settings,
-    mnist,
-    random_images,
     remaining_settings,
     select,
     unique,
 )
-from paper_report import best_setting, markdown, targets  # noqa: E402
-
-import genzoo  # noqa: E402
-from genzoo.atomic import atomic_write_text  # noqa: E402
-from genzoo.engine import compilation  # noqa: E402
-from genzoo.engine.config import TrainConfig  # noqa: E402
-from genzoo.engine.devices import grad_scaler, resolve_precision  # noqa: E402
-from genzoo.engine.distributed import DistContext  # noqa: E402
-from genzoo.engine.guard import StepGuard  # noqa: E402
-from genzoo.engine.optim import build_optimizer, build_scheduler  # noqa: E402
-from genzoo.engine.schedules import kl_balance_alpha  # noqa: E402
-from genzoo.engine.signals import StopSignals  # noqa: E402
-from genzoo.engine.step import TrainStep  # noqa: E402
+from benchmarks.gpu.paper_report import best_setting, markdown, targets
+from benchmarks.harness import command_line
+from benchmarks.harness.engine_step import engine_step
+from benchmarks.harness.paper_models import ModelSpec, build_model, cifar10, mnist, random_images
+from genzoo.atomic import atomic_write_text
+from genzoo.engine import compilation
 
 MIB = 2**20
 STEM = "bench_gpu_paper"
 
 
 # -- one setting ---------------------------------------------------------------------------------
-def engine_step(model: torch.nn.Module, config: TrainConfig, device: torch.device, regularizers=()):
-    """The engine's training step for ``model`` on ``device``, assembled as the trainer does
-    (one process); returns the step and the blocks it compiled."""
-    compilation.check_device(config, device)
-    precision = resolve_precision(config.precision, device)  # fp32 on a CPU, as in the engine
-    optimizer = build_optimizer(model, config)
-    train_model, blocks = compilation.training_model(model, model, config)
-    step = TrainStep(
-        config=config,
-        ctx=DistContext(),
-        model=model,
-        train_model=train_model,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config),
-        scaler=grad_scaler(precision, device, config.grad_scaler_init),
-        ema=None,
-        guard=StepGuard(skip_threshold=config.skip_threshold, max_consecutive_skips=10**9),
-        regularizers=list(regularizers),
-        alpha=kl_balance_alpha(model.groups, config.kl_balance_fun).to(device),
-        precision=precision,
-        device=device,
-        stop_signals=StopSignals(),
-    )
-    return step, blocks
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -227,7 +188,7 @@ class Run:
         self.budget = budget
         self.rows: list[dict[str, Any]] = []
         self.meta = {
-            "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]]),
+            "command": command_line(),
             "arguments": args,
             "device": device,
             "torch": torch.__version__,
@@ -439,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(
             "bench_gpu_paper.py needs a CUDA device and torch sees none; nothing was measured. "
-            "(--dry-run prints the plan on any machine; benchmarks/bench_model.py measures the CPU.)",
+            "(--dry-run prints the plan on any machine; benchmarks/model/bench_model.py measures the CPU.)",
             file=sys.stderr,
         )
         return 2

@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import REPO
+
 WORKER = Path(__file__).resolve().parent / "step_worker.py"
 PREFIX = "@@ "
 REGULARIZER_NAMES = {"nvae.spectral_regularizer": "spectral", "nvae.bn_weight_penalty": "bn"}

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from naive_cells import UnfoldedCell, naive_model, replace_cells
 
+from benchmarks.harness import REPO
 from genzoo_plugins.nvae.hierarchy import NVAEHierarchy
+from genzoo_plugins.nvae.naive_cells import UnfoldedCell, naive_model, replace_cells
 
-REPO = Path(__file__).resolve().parents[1]
 SEPARABLE = "nvae.separable_cell"
 
 

@@ -3,8 +3,8 @@ scale, 32 channels, default cells) as the number of groups grows (5, 10, 20, 30 
 as the resolution grows (16, 32, 64 with 10 groups), batch 16. Prints Markdown tables with the
 growth relative to the first row and the fitted exponent (method: benchmarks/README.md).
 
-    python benchmarks/bench_scaling.py
-    python benchmarks/bench_scaling.py --groups 5 10 --resolutions 16 32 --repeats 3
+    python -m benchmarks.model.bench_scaling
+    python -m benchmarks.model.bench_scaling --groups 5 10 --resolutions 16 32 --repeats 3
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ import argparse
 import math
 
 import torch
-from common import MIB, header, interleaved_times, markdown_table, peak_allocated_bytes, set_threads
-from models import build, cifar_options, images, training_step
+
+from benchmarks.harness.measure import (
+    MIB,
+    header,
+    interleaved_times,
+    markdown_table,
+    peak_allocated_bytes,
+    set_threads,
+)
+from benchmarks.harness.small_models import build, cifar_options, images, training_step
 
 
 def log_log_slope(xs: list[float], ys: list[float]) -> float:
