@@ -8,17 +8,7 @@ torch nor the engine.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from genzoo import interfaces
-from genzoo.discovery import (
-    DISABLE_AUTOLOAD_ENV,
-    ENTRY_POINT_GROUP,
-    PLUGIN_API_VERSION,
-    PluginHookError,
-    PluginHost,
-    get_host,
-    get_registry,
-    reset_host,
-)
+from genzoo import _moved, interfaces
 from genzoo.errors import (
     ComponentTypeError,
     ConfigError,
@@ -29,10 +19,22 @@ from genzoo.errors import (
     UnknownKeyError,
     WrongKindError,
 )
-from genzoo.hookspecs import hookimpl
-from genzoo.registry import Entry, PluginInfo, Registry, component, current_registry, register_modules
-from genzoo.run_info import RunInfo
-from genzoo.spec import ComponentSpec
+from genzoo.plugin.component_spec import ComponentSpec
+from genzoo.plugin.discovery import (
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    PLUGIN_API_VERSION,
+    PluginHookError,
+    PluginHost,
+    get_host,
+    get_registry,
+    reset_host,
+)
+from genzoo.plugin.hookspecs import hookimpl
+from genzoo.plugin.registry import Entry, PluginInfo, Registry, component, current_registry, register_modules
+from genzoo.plugin.run_info import RunInfo
+
+_moved.install()  # the old import paths of modules that moved, for one release
 
 try:
     __version__ = version("genzoo")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genzoo import __version__
-from genzoo.discovery import component_listing, get_host
 from genzoo.errors import ConfigError, GenzooError
 from genzoo.interfaces import KIND_NAMES
+from genzoo.plugin.discovery import component_listing, get_host
 
 EXIT_USAGE = 2
 
@@ -115,8 +115,8 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
     )
 
     def run(args: argparse.Namespace) -> int:
-        from genzoo.experiment.launcher_config import check_launcher_name
-        from genzoo.experiment.runner import run_matrix
+        from genzoo.experiment.launch.options import check_launcher_name
+        from genzoo.experiment.run.runner import run_matrix
 
         if args.launcher is not None:
             check_launcher_name(args.launcher)
@@ -127,13 +127,13 @@ def _configure_run(p: argparse.ArgumentParser) -> Command:
             return _print_plan(experiment, args.only, args.launcher)
         common = dict(only=args.only, device=args.device, resume=args.resume, fresh=args.fresh)
         if args.launcher is None:
-            from genzoo.cpu_share import cpu_training
+            from genzoo.machine.cpu_share import cpu_training
 
             with cpu_training(_trains_on_cpu(experiment, args.device)):
                 outcome = run_matrix(experiment, args.out, **common)
             print(f"report: {outcome.exp_dir / 'report.md'}")
             return outcome.exit_code
-        from genzoo.experiment.launcher import submit_matrix
+        from genzoo.experiment.launch.launcher import submit_matrix
 
         outcome = submit_matrix(experiment, args.out, launcher=args.launcher, wait=args.wait, **common)
         if args.wait:
@@ -165,7 +165,7 @@ def _configure_report(p: argparse.ArgumentParser) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         from genzoo.experiment.report import render_report
-        from genzoo.layout import ExperimentPaths
+        from genzoo.io.run_layout import ExperimentPaths
 
         paths = ExperimentPaths(Path(args.dir))
         try:
@@ -192,7 +192,7 @@ def _configure_status(p: argparse.ArgumentParser) -> Command:
     def run(args: argparse.Namespace) -> int:
         import dataclasses
 
-        from genzoo.experiment.status import experiment_status
+        from genzoo.experiment.run.status import experiment_status
 
         rows = experiment_status(args.dir)
         if args.json:
@@ -232,7 +232,7 @@ def _configure_sample(p: argparse.ArgumentParser) -> Command:
     )
 
     def run(args: argparse.Namespace) -> int:
-        from genzoo.experiment.sampling import sample_run
+        from genzoo.experiment.report.sampling import sample_run
 
         print(
             sample_run(
@@ -261,13 +261,13 @@ def _trains_on_cpu(experiment, device: str | None) -> bool:
 
 
 def _load(args: argparse.Namespace):
-    from genzoo.experiment.spec import load_experiment
+    from genzoo.experiment.config.spec import load_experiment
 
     return load_experiment(args.file, profile=args.profile, overrides=args.overrides)
 
 
 def _print_plan(experiment, only, launcher: str | None = None) -> int:
-    from genzoo.experiment.runner import check_compositions, load_plugins
+    from genzoo.experiment.run.runner import check_compositions, load_plugins
 
     host = get_host()
     runs = experiment.select(only)

@@ -39,5 +39,5 @@ class PluginLoadError(GenzooError):
 class ConfigError(GenzooError, ValueError):
     """An invalid option or combination of options, named by file and key.
 
-    Also a :class:`ValueError`: every check in :mod:`genzoo.validation` raises it, from an
+    Also a :class:`ValueError`: every check in :mod:`genzoo.io.validation` raises it, from an
     experiment file's settings down to a component's constructor arguments."""

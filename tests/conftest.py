@@ -21,7 +21,7 @@ from example_plugin import forget_example, install_example
 import genzoo
 
 os.environ[genzoo.DISABLE_AUTOLOAD_ENV] = "1"
-# The register of genzoo processes training on CPU (genzoo.cpu_share) of this session only: the
+# The register of genzoo processes training on CPU (genzoo.machine.cpu_share) of this session only: the
 # runs the tests start neither see nor warn about other genzoo runs on the machine.
 os.environ["GENZOO_CPU_REGISTER"] = tempfile.mkdtemp(prefix="genzoo-test-register-")
 atexit.register(shutil.rmtree, os.environ["GENZOO_CPU_REGISTER"], True)

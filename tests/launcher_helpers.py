@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.run.runner import run_matrix
 
 MATRIX = """\
 name: matrix
@@ -142,6 +142,6 @@ def status(exp_dir: Path) -> dict[str, dict]:
     """`genzoo status DIR --json`, by run, in this process."""
     import dataclasses
 
-    from genzoo.experiment.status import experiment_status
+    from genzoo.experiment.run.status import experiment_status
 
     return {s.run: dataclasses.asdict(s) for s in experiment_status(exp_dir)}

@@ -3,7 +3,7 @@
 The experiment below is written by hand: a base variant ``nvae`` and three ablations over seeds
 0-2, each logging its held-out NLL at 12.8k, 51.2k and 204.8k images seen. The per-seed
 differences ablation - base are chosen, and every expected interval is computed here from them
-with scipy's paired t-test, independently of :mod:`genzoo.experiment.statistics`:
+with scipy's paired t-test, independently of :mod:`genzoo.experiment.report.statistics`:
 
 - ``late_gain`` is worse early and better late, both beyond noise: a significant flip.
 - ``slight_flip`` wobbles around zero: its mean changes sign, but no interval excludes zero.
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from genzoo.experiment.budget import budget_effects, budget_label, read_curve_points
 from genzoo.experiment.report import collect_results, render_report
-from genzoo.layout import ExperimentPaths
+from genzoo.experiment.report.budget import budget_effects, budget_label, read_curve_points
+from genzoo.io.run_layout import ExperimentPaths
 
 POINTS = (12800, 51200, 204800)
 SEEDS = (0, 1, 2)
@@ -286,7 +286,7 @@ def test_budget_labels(images, label):
 def test_holm_adjustment_against_a_hand_computed_family():
     """Holm: sort the m p-values, multiply the i-th smallest by (m - i), keep the running maximum,
     cap at 1; members without a p-value stay out of the family."""
-    from genzoo.experiment.statistics import holm_adjusted
+    from genzoo.experiment.report.statistics import holm_adjusted
 
     adjusted = holm_adjusted({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
     assert adjusted["a"] == pytest.approx(0.03)  # 3 x 0.01
@@ -299,7 +299,7 @@ def test_holm_adjustment_against_a_hand_computed_family():
 def test_a_paired_difference_has_the_p_value_of_scipys_paired_t_test():
     from scipy import stats
 
-    from genzoo.experiment.statistics import paired_difference
+    from genzoo.experiment.report.statistics import paired_difference
 
     a, b = {0: 1.0, 1: 2.5, 2: 2.0}, {0: 0.2, 1: 0.9, 2: 1.8}
     diff = paired_difference(a, b)

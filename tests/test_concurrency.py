@@ -99,13 +99,13 @@ def _wait_for_quiet(seconds: float = 120.0) -> bool:
 
 @pytest.mark.slow
 def test_two_training_processes_each_with_half_the_cores_are_each_at_most_2_5x_slower():
-    """What the register's warning advises (genzoo.cpu_share): two runs at once, each with half
+    """What the register's warning advises (genzoo.machine.cpu_share): two runs at once, each with half
     the cores (``training.cpu_threads``), each take at most 2.5x the step time of one run alone
     with all of them (``auto``)."""
     from benchmarks.compare.bench_concurrent import alone, solo_and_pair
     from benchmarks.harness import REPO
     from benchmarks.harness.step_processes import model_spec
-    from genzoo import cpu_share
+    from genzoo.machine import cpu_share
 
     spec = model_spec("quickstart")
     shared = copy.deepcopy(spec)

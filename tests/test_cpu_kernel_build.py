@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo import cpu_kernels
+from genzoo.layers import cpu_kernels
 
 ISA = torch.backends.cpu.get_cpu_capability()
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOADER = """
 import logging, time
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-from genzoo import cpu_kernels
+from genzoo.layers import cpu_kernels
 module = cpu_kernels.load()
 print(time.time(), module is not None, cpu_kernels.build_directory(), flush=True)
 """

@@ -1,6 +1,6 @@
 """What a process that trains on a CPU sets up: glibc's allocator thresholds
-(:mod:`genzoo.allocator`) and the run's intra-op threads, fixed from its config and the machine
-(:mod:`genzoo.cpu_share`; ``tests/test_concurrency.py`` trains a run beside another)."""
+(:mod:`genzoo.machine.allocator`) and the run's intra-op threads, fixed from its config and the machine
+(:mod:`genzoo.machine.cpu_share`; ``tests/test_concurrency.py`` trains a run beside another)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import torch
 from engine_helpers import TinyVAE, ToyImages
 
 import genzoo
-from genzoo import PluginHost, PluginInfo, allocator, cpu_share
+from genzoo import PluginHost, PluginInfo
 from genzoo.engine import TrainConfig, load_checkpoint, train
+from genzoo.machine import allocator, cpu_share
 
 TESTS = Path(__file__).resolve().parent
 
@@ -109,7 +110,7 @@ OTHER_TRAINING = """
 import sys, torch, genzoo
 from pathlib import Path
 from engine_helpers import TinyVAE, ToyImages
-from genzoo.cpu_share import cpu_training
+from genzoo.machine.cpu_share import cpu_training
 from genzoo.engine import TrainConfig, train
 
 class Told:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from genzoo.layout import ExperimentPaths
+from genzoo.io.run_layout import ExperimentPaths
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "docs" / "scripts"
 

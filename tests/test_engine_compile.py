@@ -20,9 +20,10 @@ from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
 import genzoo
-from genzoo import ConfigError, PluginHost, distributions
+from genzoo import ConfigError, PluginHost
 from genzoo.engine import EvalConfig, TrainConfig, compilation, train
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.layers import distributions
 from genzoo_plugins.nvae.decoder_cell import SeparableCell, resolve_fast_path
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 

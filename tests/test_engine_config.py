@@ -46,7 +46,7 @@ def test_bad_train_option_names_field_and_value(field, value):
 
 
 def test_cpu_threads_is_auto_by_default_and_a_count_changes_the_fingerprint():
-    # auto is resolved when the run starts (genzoo.cpu_share): not part of what a run hashes,
+    # auto is resolved when the run starts (genzoo.machine.cpu_share): not part of what a run hashes,
     # so runs from before the option existed keep their fingerprint
     assert TrainConfig().cpu_threads == "auto" and "cpu_threads" not in TrainConfig().changed()
     assert TrainConfig(cpu_threads=4).changed() == {"cpu_threads": 4}

@@ -13,8 +13,8 @@ from torch import nn
 
 from genzoo.engine import efficiency, parameter_counts, peak_memory_bytes, sampling_speed
 from genzoo.engine.efficiency import Throughput
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.run.runner import run_matrix
 
 
 def test_parameters_are_grouped_by_top_level_module():

@@ -109,7 +109,7 @@ def test_nvae_resumes_exactly(tmp_path):
     )
 
     from genzoo.engine import Trainer
-    from genzoo.registry import PluginInfo
+    from genzoo.plugin.registry import PluginInfo
 
     host = PluginHost()
     host.register_plugin(StopAt(), PluginInfo(name="stop-at-7", source="python"))

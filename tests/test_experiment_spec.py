@@ -9,7 +9,7 @@ import pytest
 
 import genzoo
 from genzoo.engine.config import TrainConfig
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
 
 BASE = """\
 name: demo

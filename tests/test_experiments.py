@@ -14,9 +14,9 @@ from cli_helpers import run_cli
 from example_plugin import loaded_host
 
 import genzoo
-from genzoo.experiment.runner import check_compositions
-from genzoo.experiment.spec import load_experiment
-from genzoo.experiment.yamlio import load_yaml
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.config.yamlio import load_yaml
+from genzoo.experiment.run.runner import check_compositions
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "experiments").glob("*.yaml"))

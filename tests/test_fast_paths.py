@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo import activations, cpu_kernels
+from genzoo.layers import activations, cpu_kernels
 from genzoo_plugins.nvae import fused
 from genzoo_plugins.nvae.decoder_cell import SeparableCell
 from genzoo_plugins.nvae.encoder_cell import ResidualCell

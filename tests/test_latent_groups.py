@@ -20,8 +20,8 @@ from torch.distributions import Normal, kl_divergence
 from torch.func import jacrev
 
 import genzoo
-from genzoo.distributions import DiagonalNormal
 from genzoo.interfaces import LatentGroup, LatentOutput
+from genzoo.layers.distributions import DiagonalNormal
 from genzoo_plugins.baselines import plain_normal
 from genzoo_plugins.nvae import residual_normal
 from genzoo_plugins.nvae.flows import AutoregressiveShift, PairedAutoregressiveFlow

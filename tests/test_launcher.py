@@ -23,9 +23,9 @@ from launcher_helpers import logged_steps, reference_run, results, status, write
 
 from genzoo.cli import main
 from genzoo.errors import ConfigError
-from genzoo.experiment.launcher import submit_matrix
-from genzoo.experiment.locks import FileLock, owner_of
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.launch.launcher import submit_matrix
+from genzoo.experiment.run.locks import FileLock, owner_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -241,8 +241,8 @@ def test_local_launcher_trains_each_run_in_its_own_process_with_the_same_results
 
 
 def test_the_local_launcher_gives_each_slot_its_own_gpus(tmp_path, monkeypatch):
-    from genzoo.experiment.job import RunJob
-    from genzoo.experiment.launcher import LocalBackend
+    from genzoo.experiment.launch.launcher import LocalBackend
+    from genzoo.experiment.run.job import RunJob
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     experiment = load_experiment(write_matrix(tmp_path, launcher="launcher: {gpus_per_node: 2}\n"))
@@ -263,7 +263,7 @@ def test_the_local_launcher_gives_each_slot_its_own_gpus(tmp_path, monkeypatch):
 
 
 def test_the_local_launcher_shares_each_gpu_between_runs_per_gpu_slots(tmp_path, monkeypatch):
-    from genzoo.experiment.launcher import LocalBackend
+    from genzoo.experiment.launch.launcher import LocalBackend
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     fields = {"text": "", "out_root": str(tmp_path / "out"), "device": None, "render_report": True}
@@ -289,7 +289,7 @@ def test_the_local_launcher_shares_each_gpu_between_runs_per_gpu_slots(tmp_path,
 def test_runs_that_share_a_gpu_get_one_thread_per_process_unless_cpus_per_task_says_otherwise(
     tmp_path, monkeypatch
 ):
-    from genzoo.experiment.launcher import LocalBackend
+    from genzoo.experiment.launch.launcher import LocalBackend
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     fields = {"text": "", "out_root": str(tmp_path / "out"), "device": None, "render_report": True}
@@ -304,8 +304,8 @@ def test_runs_that_share_a_gpu_get_one_thread_per_process_unless_cpus_per_task_s
 
 
 def test_status_reads_each_runs_state_from_its_folder_and_the_scheduler(tmp_path):
-    from genzoo.experiment.outputs import ExperimentDir
-    from genzoo.experiment.status import JobRecord
+    from genzoo.experiment.run.outputs import ExperimentDir
+    from genzoo.experiment.run.status import JobRecord
 
     experiment = load_experiment(write_matrix(tmp_path))
     exp_dir = ExperimentDir(tmp_path / "out", experiment)

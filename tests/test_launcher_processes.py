@@ -23,7 +23,7 @@ from launcher_helpers import (
     write_matrix,
 )
 
-from genzoo.experiment.locks import owner_of
+from genzoo.experiment.run.locks import owner_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

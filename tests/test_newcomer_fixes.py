@@ -13,11 +13,11 @@ import pytest
 from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 from genzoo.cli import main
-from genzoo.experiment.locks import FileLock
-from genzoo.experiment.outputs import ExperimentDir
+from genzoo.experiment.config.spec import load_experiment
 from genzoo.experiment.report import render_report
-from genzoo.experiment.spec import load_experiment
-from genzoo.experiment.status import RunStatus
+from genzoo.experiment.run.locks import FileLock
+from genzoo.experiment.run.outputs import ExperimentDir
+from genzoo.experiment.run.status import RunStatus
 
 MATRIX = """\
 name: busy

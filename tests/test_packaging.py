@@ -120,13 +120,13 @@ def _in_venv(venv: Path, code: str, cwd: Path) -> dict:
 def test_wheel_holds_every_module_and_every_file_the_code_loads(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = _package_files()
-    assert "genzoo/csrc/depthwise.cpp" in expected  # the check below covers it
+    assert "genzoo/layers/csrc/depthwise.cpp" in expected  # the check below covers it
     missing = sorted(set(expected) - names)
     assert missing == [], (
         "files missing from the wheel: add their package to [tool.setuptools] packages, or the "
         f"file to [tool.setuptools.package-data] in pyproject.toml: {missing}"
     )
-    for name in ("genzoo/csrc/depthwise.cpp",):
+    for name in ("genzoo/layers/csrc/depthwise.cpp",):
         shipped = zipfile.ZipFile(wheel).read(name)
         assert shipped == expected[name].read_bytes(), f"the wheel's {name} is not the source file"
     assert not any(n.startswith(("tests/", "plugins/")) for n in names)
@@ -156,7 +156,7 @@ def test_installed_copy_finds_its_cpu_kernel_source(installed, tmp_path):
     # is byte-identical to the one the source tree builds (tests/test_fast_paths.py).
     source, exists = _in_venv(
         installed,
-        "import json; from genzoo import cpu_kernels as k; "
+        "import json; from genzoo.layers import cpu_kernels as k; "
         "print(json.dumps([str(k.SOURCE), k.SOURCE.is_file()]))",
         tmp_path,
     )

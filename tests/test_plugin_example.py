@@ -28,8 +28,8 @@ from example_plugin import (
 
 import genzoo
 from genzoo.cli import main as genzoo_main
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.run.runner import run_matrix
 
 EXPERIMENT = ROOT / "experiments" / "plugin_ablation.yaml"
 MONITOR_COLUMNS = ("vdvae.max_grad_norm", "vdvae.mean_grad_norm", "vdvae.loss_spikes")

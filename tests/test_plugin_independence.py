@@ -1,7 +1,7 @@
 """Plugins do not import each other: each built-in plugin package (plugins/<name>/) loads
 without any other, so a user can leave one out and a third party can copy one as a template.
-What several plugins share lives in the core (genzoo.composition, genzoo.activations,
-genzoo.cpu_kernels, ...)."""
+What several plugins share lives in the core (genzoo.layers.composition, genzoo.layers.activations,
+genzoo.layers.cpu_kernels, ...)."""
 
 from __future__ import annotations
 

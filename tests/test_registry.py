@@ -55,7 +55,7 @@ class UndeclaredHalve(DeclaredHalve):
 
 
 def test_declared_components_are_added_by_the_plugin_not_at_import():
-    from genzoo.registry import declarations
+    from genzoo.plugin.registry import declarations
 
     assert [d.key for d in declarations(DeclaredHalve)] == [
         "demo.declared_halve_again",
@@ -95,7 +95,7 @@ def test_every_built_in_component_is_declared_at_its_class():
     goes from the key in an experiment file to the class in one search."""
     import inspect
 
-    from genzoo.registry import declarations
+    from genzoo.plugin.registry import declarations
 
     host = genzoo.PluginHost()
     host.load_builtin()

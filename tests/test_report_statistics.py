@@ -19,7 +19,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from genzoo.experiment.report import COLUMNS, ablation_sentence, render_report
-from genzoo.experiment.statistics import (
+from genzoo.experiment.report.statistics import (
     binomial_interval,
     paired_difference,
     paired_differences,
@@ -330,7 +330,7 @@ def test_fisher_power_is_exact_and_matches_the_referees_figure():
     divergence; 12 per arm has most of it. Checked against a brute-force sum."""
     from scipy import stats
 
-    from genzoo.experiment.statistics import fisher_power
+    from genzoo.experiment.report.statistics import fisher_power
 
     assert fisher_power(4, 4, 0.9, 0.1) == pytest.approx(0.43, abs=0.01)
     assert fisher_power(12, 12, 0.9, 0.1) > 0.95
@@ -349,7 +349,7 @@ def test_logistic_regression_of_a_two_by_two_table_gives_its_log_odds_ratio():
     ratio log(ad / bc) and its standard error sqrt(1/a + 1/b + 1/c + 1/d) (Woolf)."""
     import math
 
-    from genzoo.experiment.statistics import logistic_regression
+    from genzoo.experiment.report.statistics import logistic_regression
 
     a, b, c, d = 8, 4, 3, 9  # spectral off: 8 diverged, 4 not; on: 3 diverged, 9 not
     rows = (

@@ -16,17 +16,17 @@ import pytest
 from launcher_helpers import logged_steps, results, wait_for, write_matrix
 
 from genzoo.errors import ConfigError
-from genzoo.experiment.locks import FileLock, owner_of
-from genzoo.experiment.outputs import ExperimentDir
-from genzoo.experiment.runner import run_matrix
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.run.locks import FileLock, owner_of
+from genzoo.experiment.run.outputs import ExperimentDir
+from genzoo.experiment.run.runner import run_matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A process that holds a lock until it is killed (it imports genzoo's locks only: no torch).
 HOLDER = """
 import sys, time
-from genzoo.experiment.locks import FileLock
+from genzoo.experiment.run.locks import FileLock
 lock = FileLock(sys.argv[1])
 assert lock.acquire()
 print("held", flush=True)

@@ -17,9 +17,10 @@ from launcher_helpers import write_matrix
 import genzoo.engine
 from genzoo import ConfigError, PluginHost
 from genzoo.engine import EvalConfig, RunRequest, TrainConfig, config, distributed, evaluator, train, trainer
-from genzoo.experiment import runner, spec
-from genzoo.experiment.outputs import ExperimentDir
-from genzoo.experiment.spec import load_experiment
+from genzoo.experiment.config import spec
+from genzoo.experiment.config.spec import load_experiment
+from genzoo.experiment.run import runner
+from genzoo.experiment.run.outputs import ExperimentDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,7 +81,7 @@ def test_a_matrix_hands_each_run_to_the_engine_as_one_request(tmp_path, fingerpr
     # the output folder's checks, each run's claim, config.yaml and row of results share one hash
     assert fingerprints == {"wide/seed0": 1, "narrow/seed0": 1}
     # one join for the whole matrix, by the runner; the engine uses the group it is handed
-    assert joins == {"genzoo.experiment.runner": 1}
+    assert joins == {"genzoo.experiment.run.runner": 1}
 
     exp_dir = ExperimentDir(tmp_path / "out", experiment)
     assert [r.name for r in requests] == ["wide/seed0", "narrow/seed0"]
@@ -101,7 +102,7 @@ def test_a_matrix_hands_each_run_to_the_engine_as_one_request(tmp_path, fingerpr
 
 
 def test_a_launcher_job_computes_its_fingerprint_once_and_joins_once(tmp_path, fingerprints, joins, requests):
-    from genzoo.experiment.job import RunJob
+    from genzoo.experiment.run.job import RunJob
 
     file = write_matrix(tmp_path)
     run = load_experiment(file).runs[1]

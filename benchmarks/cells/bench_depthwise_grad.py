@@ -1,6 +1,6 @@
 """The depthwise convolution's weight gradient on its own: oneDNN's (what
 ``torch.ops.aten.convolution_backward`` runs on CPU, in NCHW and in channels_last) against
-genzoo's compiled kernel (``genzoo.cpu_kernels``), for the decoder cell's 5x5
+genzoo's compiled kernel (``genzoo.layers.cpu_kernels``), for the decoder cell's 5x5
 depthwise convolution at 6x expansion. Prints a Markdown table (method: benchmarks/README.md).
 
     python -m benchmarks.cells.bench_depthwise_grad
@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from benchmarks.harness.measure import header, interleaved_times, markdown_table, set_threads
-from genzoo import cpu_kernels
+from genzoo.layers import cpu_kernels
 
 
 def onednn(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -62,8 +62,8 @@ from benchmarks.gpu.paper_report import best_setting, markdown, targets
 from benchmarks.harness import command_line
 from benchmarks.harness.engine_step import engine_step
 from benchmarks.harness.paper_models import ModelSpec, build_model, cifar10, mnist, random_images
-from genzoo.atomic import atomic_write_text
 from genzoo.engine import compilation
+from genzoo.io.atomic import atomic_write_text
 
 MIB = 2**20
 STEM = "bench_gpu_paper"

@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from benchmarks.harness import command_line
-from genzoo.discovery import get_host
 from genzoo.engine import EvalConfig, evaluate
-from genzoo.experiment.sampling import load_run_model
-from genzoo.layout import RunPaths
-from genzoo.spec import ComponentSpec
+from genzoo.experiment.report.sampling import load_run_model
+from genzoo.io.run_layout import RunPaths
+from genzoo.plugin.component_spec import ComponentSpec
+from genzoo.plugin.discovery import get_host
 
 
 def held_out_split(run_dir: Path):

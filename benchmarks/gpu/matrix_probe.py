@@ -45,9 +45,9 @@ def build_step(file: str, profile: str, run_name: str, overrides: list[str], bat
     import torch
 
     from benchmarks.harness.engine_step import engine_step
-    from genzoo.discovery import get_host
-    from genzoo.experiment.runner import build_dataset, build_model, build_regularizers, load_plugins
-    from genzoo.experiment.spec import load_experiment
+    from genzoo.experiment.config.spec import load_experiment
+    from genzoo.experiment.run.runner import build_dataset, build_model, build_regularizers, load_plugins
+    from genzoo.plugin.discovery import get_host
 
     experiment = load_experiment(file, profile=profile, overrides=overrides)
     run = next(r for r in experiment.select([run_name]) if r.seed == experiment.seeds[0])

@@ -84,7 +84,7 @@ def markdown_table(columns: list[str], rows: list[list[object]]) -> str:
 def without_cpu_kernels(run: Callable[[], object]) -> Callable[[], object]:
     """``run`` with genzoo's compiled CPU kernels turned off while it runs (the library's
     ``GENZOO_CPU_KERNELS=0`` switch, read at every call), for ablation rows."""
-    from genzoo.cpu_kernels import ENV_SWITCH
+    from genzoo.layers.cpu_kernels import ENV_SWITCH
 
     def wrapped() -> object:
         previous = os.environ.get(ENV_SWITCH)

@@ -195,10 +195,13 @@ def main() -> None:
         raise SystemExit(f"step_worker: imported genzoo from {genzoo.__file__}, not from {root}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:  # what `genzoo run` does at start-up on CPU, in trees that do it
-        from genzoo import allocator
+    try:  # what `genzoo run` does at start-up on CPU, in trees that do it (genzoo/machine/ since
+        from genzoo.machine import allocator  # the package was regrouped by layer; genzoo/ before)
     except ImportError:
-        allocator = None
+        try:
+            from genzoo import allocator
+        except ImportError:
+            allocator = None
     if allocator is not None:
         allocator.configure()
     gate = StepGate()

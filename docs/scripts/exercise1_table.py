@@ -8,7 +8,7 @@ A variant is named ``separable_c<C>`` or ``conv_c<C>``; each width gets one row 
 (parameters of the whole model and of its decoder and post-process cells, training images/s,
 peak memory) and the ratio separable / conv. With the ablation matrix, the test NLL both
 reach at equal steps, its paired difference over the shared seeds and the 95% t interval
-(:func:`genzoo.experiment.statistics.paired_difference`). Only ``results.json`` is read.
+(:func:`genzoo.experiment.report.statistics.paired_difference`). Only ``results.json`` is read.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from genzoo.experiment.statistics import paired_difference, summarize
-from genzoo.layout import ExperimentPaths
+from genzoo.experiment.report.statistics import paired_difference, summarize
+from genzoo.io.run_layout import ExperimentPaths
 
 VARIANT = re.compile(r"^(separable|conv)_c(\d+)$")
 CELL_PARAMS = ("params_decoder_cells", "params_postprocess_cells")

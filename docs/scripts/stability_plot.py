@@ -8,7 +8,7 @@ A setting is the hierarchy's cells (NVAE's, or a standard hierarchical VAE's con
 spectral regularization (off, a coefficient, or a coefficient annealed from ``coeff_init``); its
 learning rate is the run's ``training.lr``. Each point is the fraction of a setting's runs that
 diverged, with its 95% Clopper-Pearson interval
-(:func:`genzoo.experiment.statistics.binomial_interval`). Every setting with spectral
+(:func:`genzoo.experiment.report.statistics.binomial_interval`). Every setting with spectral
 regularization is compared with the same cells without it at the same rate by Fisher's exact
 test (``scipy.stats.fisher_exact``, two-sided), Holm-adjusted over those comparisons; a logistic
 regression of divergence on log(learning rate) and the spectral setting (and the cells, where
@@ -34,14 +34,14 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from genzoo.experiment.statistics import (
+from genzoo.experiment.report.statistics import (
     binomial_interval,
     fisher_power,
     holm_adjusted,
     logistic_regression,
     summarize,
 )
-from genzoo.layout import ExperimentPaths
+from genzoo.io.run_layout import ExperimentPaths
 
 OFF = "off"
 

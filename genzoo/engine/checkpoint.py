@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genzoo.atomic import atomic_write
 from genzoo.errors import GenzooError
+from genzoo.io.atomic import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -31,7 +31,7 @@ class CheckpointError(GenzooError):
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically and durably (see :mod:`genzoo.atomic`)."""
+    """Write ``state`` to ``path`` atomically and durably (see :mod:`genzoo.io.atomic`)."""
     return atomic_write(path, lambda handle: torch.save(state, handle))
 
 

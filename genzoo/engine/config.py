@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from genzoo.errors import ConfigError
-from genzoo.validation import (
+from genzoo.io.validation import (
     check_bool,
     check_choice,
     check_float,
@@ -109,7 +109,7 @@ class TrainConfig(_Config):
       ``OMP_NUM_THREADS`` where it is set (a launcher's ``cpus_per_task`` sets it), else one
       thread per physical core the process may run on; or a number. Resolved once when the
       run starts and recorded in ``train_config.json`` and the checkpoint; a resumed run keeps
-      the count it started with (:mod:`genzoo.cpu_share`).
+      the count it started with (:mod:`genzoo.machine.cpu_share`).
     - ``precision``: ``fp16`` (NVAE, with a gradient scaler), ``bf16`` or ``fp32``; on CPU
       training is always fp32, whatever this says.
     - ``channels_last``: the model and the batches in ``torch.channels_last``.

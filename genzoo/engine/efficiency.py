@@ -149,7 +149,7 @@ class Throughput:
     a run too short for that is measured over all its steps but the first.
 
     ``load_probe`` (optional) returns how many other genzoo processes train beside this one now
-    (:func:`genzoo.cpu_share.others_training`), or None where that cannot be known; it is asked
+    (:func:`genzoo.machine.cpu_share.others_training`), or None where that cannot be known; it is asked
     at the first measured step and then at most every ``probe_every_s`` seconds, and
     :attr:`shared_load` is the fraction of those checks that found another process: a speed
     measured so is a figure of the load, not of the model alone."""

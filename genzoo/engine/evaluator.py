@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from genzoo.atomic import atomic_write_bytes
 from genzoo.engine.config import EvalConfig
 from genzoo.engine.distributed import DistContext, barrier, init_distributed
 from genzoo.engine.efficiency import parameter_counts, sampling_speed
@@ -29,7 +28,8 @@ from genzoo.engine.evaluation import (
     sample_images,
 )
 from genzoo.interfaces.hierarchy import Hierarchy
-from genzoo.layout import RunPaths
+from genzoo.io.atomic import atomic_write_bytes
+from genzoo.io.run_layout import RunPaths
 
 SAMPLE_GRID_NROW = 8  # images per row of a sample grid
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genzoo.atomic import atomic_write_text
-from genzoo.layout import RunPaths
+from genzoo.io.atomic import atomic_write_text
+from genzoo.io.run_layout import RunPaths
 
 
 def json_safe(value: Any) -> Any:

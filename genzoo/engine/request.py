@@ -1,7 +1,7 @@
 """What the engine is asked to do for one run: a :class:`RunRequest`, the one hand-off from the
 caller to the trainer.
 
-The experiment layer builds one request per run (``genzoo.experiment.runner.run_request``, for
+The experiment layer builds one request per run (``genzoo.experiment.run.runner.run_request``, for
 ``genzoo run`` and for each job of ``genzoo run --launcher``): the run's model, data and
 regularizers built from registry keys, its validated settings, its identity (name, seed,
 fingerprint, folder), the fields of its row of results and the process group it joined.
@@ -24,8 +24,8 @@ from genzoo.interfaces.regularizer import Regularizer
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from genzoo.discovery import PluginHost
     from genzoo.engine.distributed import DistContext
+    from genzoo.plugin.discovery import PluginHost
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class RunRequest:
     - ``train_data`` / ``test_data``: datasets of images ``(C, H, W)`` in [0, 1] (or
       ``(image, label)`` pairs); ``test_data`` None skips evaluation.
     - ``config`` / ``eval_config``: the validated training and evaluation settings.
-    - ``out_dir``: the run's folder (:class:`genzoo.layout.RunPaths`); a checkpoint there is
+    - ``out_dir``: the run's folder (:class:`genzoo.io.run_layout.RunPaths`); a checkpoint there is
       resumed.
     - ``regularizers``: :class:`genzoo.Regularizer` objects added to the loss.
     - ``name``: the run's name in its results, log and hooks (default: the folder's name).

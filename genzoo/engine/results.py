@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from genzoo.atomic import atomic_write_text
 from genzoo.engine.config import TrainConfig
 from genzoo.engine.efficiency import Throughput, parameter_counts
 from genzoo.engine.logging import json_safe
 from genzoo.engine.run_state import RunState
-from genzoo.layout import RunPaths
+from genzoo.io.atomic import atomic_write_text
+from genzoo.io.run_layout import RunPaths
 
 MIB = 2**20
 

@@ -5,7 +5,7 @@ the EMA, every random generator (per rank) and the position in the data, so a ru
 stopped (SIGINT/SIGTERM) and resumed takes the same steps on the same batches with the same
 noise as one that was never stopped (exactly so on CPU with ``num_workers=0``; with worker
 processes, random transforms inside the dataset are re-drawn per epoch, not per item). It also
-holds the run's CPU threads (:mod:`genzoo.cpu_share`): a resumed run goes on with the count it
+holds the run's CPU threads (:mod:`genzoo.machine.cpu_share`): a resumed run goes on with the count it
 started with.
 """
 
@@ -21,7 +21,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from genzoo import cpu_share
 from genzoo.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -34,6 +33,7 @@ from genzoo.engine.distributed import DistContext, barrier
 from genzoo.engine.guard import StepGuard
 from genzoo.errors import ConfigError
 from genzoo.interfaces.regularizer import Regularizer
+from genzoo.machine import cpu_share
 
 CHECKPOINT_FORMAT = 1
 
@@ -56,7 +56,7 @@ class RunState:
     last_metrics: dict[str, float]
     steps_per_epoch: int
     threads: dict[str, Any] = field(default_factory=dict)
-    """The run's CPU threads (:func:`genzoo.cpu_share.thread_record`), applied to torch; the
+    """The run's CPU threads (:func:`genzoo.machine.cpu_share.thread_record`), applied to torch; the
     trainer records the same dict in ``train_config.json``, and :meth:`resume` updates it in
     place."""
 

@@ -8,7 +8,7 @@ the user's, so it stops the caller too: ``train()`` raises :class:`RunInterrupte
 exits with 130). A second Ctrl-C interrupts at once (a plain ``KeyboardInterrupt``, no
 checkpoint); a repeated SIGTERM does not, as a scheduler may send more than one (a preemption,
 then the job's checkpoint signal, which a launcher's job turns into SIGTERM:
-:mod:`genzoo.experiment.job`), and the checkpoint must still be written.
+:mod:`genzoo.experiment.run.job`), and the checkpoint must still be written.
 """
 
 from __future__ import annotations

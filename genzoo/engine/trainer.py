@@ -6,8 +6,7 @@ balancing, regularizer terms) with the optimizer and learning-rate schedule of :
 resumes the run exactly; :mod:`.results` writes its row of results once, when it is over;
 :mod:`.step` takes one optimizer step, :mod:`.batches` serves the batches and
 :mod:`.compilation` compiles what ``training.compile`` asks for. What stays here is the loop
-around them, its evaluations and hooks (about 400 lines, most of them the documented
-constructor and the loop's bookkeeping).
+around them, its evaluations and hooks.
 """
 
 from __future__ import annotations
@@ -23,9 +22,6 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 
-from genzoo import cpu_share
-from genzoo.atomic import atomic_write_text
-from genzoo.discovery import PluginHost, get_host
 from genzoo.engine import compilation
 from genzoo.engine.batches import TrainingBatches, batch_images
 from genzoo.engine.config import EvalConfig, TrainConfig
@@ -56,8 +52,11 @@ from genzoo.engine.step import TrainStep
 from genzoo.errors import GenzooError
 from genzoo.interfaces.hierarchy import Hierarchy
 from genzoo.interfaces.regularizer import Regularizer
-from genzoo.layout import RunPaths
-from genzoo.run_info import RunInfo
+from genzoo.io.atomic import atomic_write_text
+from genzoo.io.run_layout import RunPaths
+from genzoo.machine import cpu_share
+from genzoo.plugin.discovery import PluginHost, get_host
+from genzoo.plugin.run_info import RunInfo
 
 LOSS_WINDOW = 100  # steps averaged into results["train_loss"]
 
@@ -73,7 +72,7 @@ class Trainer:
         ``(image, label)`` pairs).
     :param test_data: the held-out split, or ``None`` to skip evaluation.
     :param config: a :class:`TrainConfig`.
-    :param out_dir: the run's folder (:class:`genzoo.layout.RunPaths`): checkpoint, metrics log,
+    :param out_dir: the run's folder (:class:`genzoo.io.run_layout.RunPaths`): checkpoint, metrics log,
         ``results.json``, image grids. An existing checkpoint there is resumed by :meth:`fit`.
     :param regularizers: :class:`genzoo.Regularizer` objects added to the loss.
     :param eval_config: an :class:`EvalConfig` for the periodic and final evaluations.

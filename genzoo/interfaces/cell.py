@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from genzoo.validation import check_choice, check_int
+from genzoo.io.validation import check_choice, check_int
 
 RESAMPLE_MODES = ("none", "down", "up")
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from genzoo.interfaces.latent import LatentOutput
 from genzoo.interfaces.likelihood import OutputLikelihood
-from genzoo.validation import invalid, is_int
+from genzoo.io.validation import invalid, is_int
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 from einops import reduce
 from torch import nn
 
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
 
 
 @dataclass

@@ -7,7 +7,7 @@ import abc
 import torch
 from torch import nn
 
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
 
 
 class OutputLikelihood(nn.Module, abc.ABC):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genzoo.errors import ConfigError
-from genzoo.validation import check_float
+from genzoo.io.validation import check_float
 
 
 @dataclass(frozen=True)

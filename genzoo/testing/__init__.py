@@ -26,9 +26,9 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from genzoo.discovery import get_registry
 from genzoo.errors import UnknownKeyError
-from genzoo.registry import Registry
+from genzoo.plugin.discovery import get_registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.cell import check_cell
 from genzoo.testing.dataset import check_dataset
 from genzoo.testing.gate import check_gate

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from genzoo.interfaces import RESAMPLE_MODES, Cell, ChannelGate
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated, normal, weighted_sum
 
 CHANNELS = ((4, 4), (4, 8), (8, 4))

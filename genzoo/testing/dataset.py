@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import default_collate
 
 from genzoo.interfaces import ImageDataset
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, draw, isolated
 
 SPLITS = ("train", "test")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from genzoo.interfaces import ChannelGate
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated, normal, weighted_sum
 
 CHANNELS = (1, 4, 20)  # one channel, few, and more than SE's reduction of 16

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated
 
 IMAGE_SHAPES = ((3, 16, 16), (1, 16, 16))

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from genzoo.interfaces import LatentGroup, LatentOutput
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated, normal, weighted_sum
 
 ENC, DEC, LAT, SIDE, BATCH = 4, 5, 2, 3, 2

@@ -9,7 +9,7 @@ import torch
 
 from genzoo.errors import ConfigError
 from genzoo.interfaces import OutputLikelihood
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated, normal
 
 CONFIGS = ((1, 1), (3, 1), (1, 3), (3, 2), (1, 8), (3, 8))

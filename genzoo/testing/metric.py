@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentOutput, Metric, OutputLikelihood
-from genzoo.registry import Registry
+from genzoo.layers.distributions import DiagonalNormal, check_temperature
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, draw, isolated
 
 LATENT_CHS = 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from genzoo.discovery import PluginHost
-from genzoo.registry import Registry
+from genzoo.plugin.discovery import PluginHost
+from genzoo.plugin.registry import Registry
 
 
 class PluginUnderTest(NamedTuple):

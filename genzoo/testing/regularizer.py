@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from genzoo.interfaces import Regularizer, TrainProgress
-from genzoo.registry import Registry
+from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, draw, isolated
 
 

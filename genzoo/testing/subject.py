@@ -16,9 +16,9 @@ from typing import Any, NoReturn, TypeVar
 import torch
 from torch import nn
 
-from genzoo.discovery import get_registry
 from genzoo.interfaces import KINDS
-from genzoo.registry import Registry
+from genzoo.plugin.discovery import get_registry
+from genzoo.plugin.registry import Registry
 
 KeyOrFactory = str | Callable[..., Any]
 """A registry key (``"vdvae.bottleneck_cell"``), or a factory (usually the class) that is not

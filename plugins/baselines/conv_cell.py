@@ -13,7 +13,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
-from genzoo.validation import check_bool, check_odd_int
+from genzoo.io.validation import check_bool, check_odd_int
 
 
 @genzoo.component(

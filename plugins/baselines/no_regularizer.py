@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import component
+from genzoo.plugin.registry import component
 
 
 @component(

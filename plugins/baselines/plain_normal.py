@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import genzoo
-from genzoo.activations import elu
-from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
+from genzoo.layers.activations import elu
+from genzoo.layers.distributions import DiagonalNormal, check_temperature
 
 SIGMA_FLOOR = 1e-4
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
-from genzoo.registry import component
-from genzoo.spec import ComponentSpec
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
+from genzoo.layers.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
+from genzoo.plugin.component_spec import ComponentSpec
+from genzoo.plugin.registry import component
 
 LIKELIHOODS = {"binary_default": "nvae.bernoulli", "multibit_default": "nvae.discretized_mix_logistic"}
 """The same output distributions as NVAE's hierarchy (registry keys, no import of that plugin),

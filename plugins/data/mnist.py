@@ -20,7 +20,7 @@ from pathlib import Path
 
 import genzoo
 from genzoo.errors import ConfigError
-from genzoo.validation import check_bool
+from genzoo.io.validation import check_bool
 from genzoo_plugins.data.idx import IdxImages
 from genzoo_plugins.data.options import DOWNLOAD_HINT, data_root, elsewhere, folder_text
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 import genzoo
 from genzoo.errors import ConfigError
 from genzoo.interfaces import ImageDataset
-from genzoo.validation import check_bool, check_choice, check_path
+from genzoo.io.validation import check_bool, check_choice, check_path
 from genzoo_plugins.data.image_tensors import UInt8Images
 from genzoo_plugins.data.options import check_bit_depth, check_split
 

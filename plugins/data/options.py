@@ -1,5 +1,5 @@
 """Splits and their arithmetic, and where the data is, shared by the built-in datasets (option
-checks themselves are :mod:`genzoo.validation`'s, with ``component=`` the dataset's key).
+checks themselves are :mod:`genzoo.io.validation`'s, with ``component=`` the dataset's key).
 
 Every message starts with the dataset's registry key and names the option (or file), the value
 given and what was expected, so that an error in an experiment file can be fixed from the
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from genzoo.errors import ConfigError
-from genzoo.validation import check_bool, check_int, check_path
+from genzoo.io.validation import check_bool, check_int, check_path
 
 SPLITS = ("train", "test")
 DATA_ENV = "GENZOO_DATA"

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import component
+from genzoo.plugin.registry import component
 from genzoo_plugins.nvae.spectral import NVAE_COEFF, NVAE_COEFF_INIT
 
 

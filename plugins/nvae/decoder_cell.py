@@ -12,7 +12,7 @@ normalized, and with the Swish and the depthwise convolution after it it is one 
 only the (unexpanded) input and recomputes the expanded tensor in backward, and (2) BN -> Swish
 -> 1x1 conv is one step that keeps only its input and recomputes the rest (:mod:`.fused`; the
 paper's fused BN+Swish): one expanded tensor saved per cell instead of six. On CPU the
-depthwise convolution's weight gradient comes from genzoo's compiled kernel (:mod:`genzoo.cpu_kernels`,
+depthwise convolution's weight gradient comes from genzoo's compiled kernel (:mod:`genzoo.layers.cpu_kernels`,
 built on first use) where it can be built. All are exact (same results as the plain modules up
 to rounding). ``checkpoint=True`` also drops that one and recomputes the whole
 branch in backward: less memory, more time; off by default.
@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint as checkpoint_branch
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
-from genzoo.validation import check_bool, check_bool_or_auto, check_int, check_odd_int
+from genzoo.io.validation import check_bool, check_bool_or_auto, check_int, check_odd_int
 from genzoo_plugins.nvae.encoder_cell import BN_EPS, BN_MOMENTUM, RESIDUAL_SCALE
 from genzoo_plugins.nvae.fused import batch_norm, bn_conv_bn_swish_conv, bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip

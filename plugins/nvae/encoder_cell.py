@@ -20,7 +20,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import Cell, GateLayer
-from genzoo.validation import check_bool, check_odd_int
+from genzoo.io.validation import check_bool, check_odd_int
 from genzoo_plugins.nvae.fused import bn_swish_conv
 from genzoo_plugins.nvae.skip import make_skip
 from genzoo_plugins.nvae.weight_norm import wn_conv2d

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from genzoo.activations import elu
+from genzoo.layers.activations import elu
 from genzoo_plugins.nvae.weight_norm import INIT_EPS, NORM_EPS, _channel_norm, parametrize_weight
 
 

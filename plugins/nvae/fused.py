@@ -11,7 +11,7 @@ the recomputation does not repeat the reductions and gives the same values as th
 
 The kernels are PyTorch's own (``native_batch_norm`` and its backward, ``silu_backward``,
 ``convolution_backward``; on CPU a depthwise weight gradient comes from genzoo's compiled
-kernel, :mod:`genzoo.cpu_kernels`, where it is available), so the results agree with the unfused
+kernel, :mod:`genzoo.layers.cpu_kernels`, where it is available), so the results agree with the unfused
 modules to floating-point rounding (``tests/test_fast_paths.py`` checks 1e-5 in fp32). The fused
 path is taken only where it is exactly the modules' math: a plain ``nn.BatchNorm2d`` using batch
 statistics (training), a ``nn.Conv2d`` with zero padding, and all tensors in one floating dtype
@@ -26,8 +26,8 @@ is never normalized at all: no BatchNorm pass over it forward, none backward, no
 recompute. Autograd differentiates through the statistics, so the gradients are the modules'
 gradients (the same math, in another summation order).
 
-(About 360 lines: the fused steps share their applicability checks, statistics and running-stat
-updates, which must stay identical between them for the results to match the modules' exactly.)
+The fused steps share their applicability checks, statistics and running-stat updates, which
+must stay identical between them for the results to match the modules' exactly.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils import parametrize
 
-from genzoo import cpu_kernels
+from genzoo.layers import cpu_kernels
 
 
 def _average_factor(bn: nn.BatchNorm2d, update_stats: bool) -> float:

@@ -12,9 +12,7 @@ and an ELU + 3x3 conv head give the likelihood parameters.
 Every cell, the gate, the latent group and the likelihood are built from registry keys, so any
 one of them can be swapped alone; the combiners (:mod:`.combiners`), stem, ``encoder0`` and
 head are NVAE's own weight-normalized convolutions; the layout of scales and slots is
-:mod:`.layout`'s. (This file is about 400 lines because the one class documents every option of
-the official configuration and builds each part in its own method, as the official
-``init_*`` methods do.)
+:mod:`.layout`'s. Each part is built in its own method, as the official ``init_*`` methods do.
 """
 
 from __future__ import annotations
@@ -26,13 +24,13 @@ import torch
 from einops import repeat
 from torch import nn
 
-from genzoo.activations import ELU
-from genzoo.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.errors import ConfigError
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
-from genzoo.registry import component
-from genzoo.spec import ComponentSpec
-from genzoo.validation import check_bool, check_int
+from genzoo.io.validation import check_bool, check_int
+from genzoo.layers.activations import ELU
+from genzoo.layers.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
+from genzoo.plugin.component_spec import ComponentSpec
+from genzoo.plugin.registry import component
 from genzoo_plugins.nvae.combiners import DecoderCombiner, EncoderCombiner
 from genzoo_plugins.nvae.layout import (
     CHANNEL_MULT,

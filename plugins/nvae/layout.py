@@ -8,9 +8,9 @@ import functools
 
 from torch import nn
 
-from genzoo.composition import SpecLike
 from genzoo.interfaces import Cell
-from genzoo.spec import ComponentSpec
+from genzoo.layers.composition import SpecLike
+from genzoo.plugin.component_spec import ComponentSpec
 
 CHANNEL_MULT = 2  # channels double at every "down" cell and halve at every "up" cell (official)
 DECODER_EXPANSION = 6  # separable decoder cells (Sec. 3.1.2)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 import genzoo
-from genzoo.distributions import check_temperature, uniform_noise
 from genzoo.errors import ConfigError
 from genzoo.interfaces import OutputLikelihood
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
+from genzoo.layers.distributions import check_temperature, uniform_noise
 
 LOG_SCALE_MIN = -7.0  # official clamp of the logistic log-scales
 SMALL_BIN = 1e-3  # below this bin width in units of the scale, log(1 - e^-t) = log t - t / 2

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 import genzoo
-from genzoo.activations import elu
-from genzoo.distributions import DiagonalNormal, check_temperature
 from genzoo.interfaces import LatentGroup, LatentOutput
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
+from genzoo.layers.activations import elu
+from genzoo.layers.distributions import DiagonalNormal, check_temperature
 from genzoo_plugins.nvae.flows import PairedAutoregressiveFlow
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import genzoo
 from genzoo.interfaces import ChannelGate
-from genzoo.validation import check_int
+from genzoo.io.validation import check_int
 
 
 @genzoo.component("gate", "nvae.se", description="squeeze-and-excitation gate (NVAE cells)")

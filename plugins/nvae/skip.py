@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genzoo.interfaces import RESAMPLE_MODES
-from genzoo.validation import check_choice, check_int
+from genzoo.io.validation import check_choice, check_int
 from genzoo_plugins.nvae.weight_norm import wn_conv2d
 
 

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genzoo.interfaces import Regularizer
-from genzoo.registry import component
-from genzoo.validation import check_choice, check_int, invalid, is_int
+from genzoo.io.validation import check_choice, check_int, invalid, is_int
+from genzoo.plugin.registry import component
 
 PENALTIES = ("sum", "squared_excess")
 
