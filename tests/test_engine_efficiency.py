@@ -55,6 +55,7 @@ def test_throughput_and_sampling_speed_are_positive():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the per-run CPU peak needs Linux /proc")
+@pytest.mark.slow  # 7 s; the reset of the peak itself is checked below in-process
 def test_each_run_of_a_matrix_gets_its_own_peak_memory(tmp_path):
     # A large model then a tiny one in one process: the tiny run's figure must not carry the
     # large run's peak (as the process-wide peak RSS would).

@@ -131,6 +131,7 @@ def test_interrupt_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, reference
     assert_nothing_half_written(out)
 
 
+@pytest.mark.slow  # 15 s: four processes; the SIGINT test above checks the checkpoint and the resume
 def test_sigkill_at_three_points_including_a_checkpoint_write(tmp_path, reference):
     exp = tmp_path / "faults.yaml"
     exp.write_text(EXPERIMENT)
