@@ -213,6 +213,7 @@ def test_sample_without_bn_readjustment_draws_another_grid(tiny_run, tmp_path):
         assert (pixels(grid) == own).all() == same, flags
 
 
+@pytest.mark.slow  # 6 s; the quickstart smoke test samples into a run folder too
 def test_sample_writes_into_the_run_folder_and_checks_its_options(tiny_run, tmp_path):
     out = genzoo_cli("sample", str(tiny_run), "-t", "0.7", "-n", "3", "--seed", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -104,6 +104,7 @@ def write_idx(path: Path, images: np.ndarray) -> None:
         fh.write(images.astype(np.uint8).tobytes())
 
 
+@pytest.mark.slow  # 6 s; the idx reader and the MNIST dataset are tested in test_datasets.py
 def test_mnist_quick_profile_runs_on_idx_files_anywhere(tmp_path):
     rng = np.random.default_rng(0)
     digits = (rng.random((64, 28, 28)) > 0.7) * 255

@@ -21,7 +21,7 @@ seeds: [0]
 data:
   dataset: {key: data.shapes, image_size: 16, channels: 1, num_bits: 1, num_train: 256, num_test: 32}
 training:
-  steps: 60
+  steps: 40
   batch_size: 16
   lr: 0.005
   precision: fp32
@@ -123,7 +123,7 @@ def test_interrupt_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, reference
     assert "interrupted: first/seed0 saved a checkpoint; rerun the same command to continue" in stdout
     assert "Traceback" not in stderr and not (run_dir / "error.txt").exists()
     state = json.loads((run_dir / "results.json").read_text())
-    assert state["status"] == "interrupted" and 20 <= state["step"] < 60
+    assert state["status"] == "interrupted" and 20 <= state["step"] < 40
     assert not (out / "faults" / "runs" / "second").joinpath("seed0", "results.json").exists()
     rerun = finish(exp, out)
     assert rerun.returncode == 0, rerun.stderr
