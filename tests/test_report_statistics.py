@@ -366,6 +366,15 @@ def test_logistic_regression_of_a_two_by_two_table_gives_its_log_odds_ratio():
     assert term.ci_low < term.estimate < term.ci_high
     separated = [{"diverged": 1, "spectral": "off"}] * 4 + [{"diverged": 0, "spectral": "on"}] * 4
     assert logistic_regression(separated, "diverged ~ C(spectral)").problem is not None
+    # the formula of docs/scripts/stability_plot.py, with numpy's log of the learning rate: the same
+    # fit as with log(lr) computed beforehand
+    rows = [dict(r, lr=lr, log_lr=math.log(lr)) for r, lr in zip(rows, [0.03, 0.05, 0.07] * 8, strict=True)]
+    by_np = logistic_regression(rows, "diverged ~ np.log(lr) + C(spectral, Treatment('off'))")
+    by_column = logistic_regression(rows, "diverged ~ log_lr + C(spectral, Treatment('off'))")
+    assert by_np.problem is None, by_np.problem
+    assert [t.estimate for t in by_np.coefficients] == pytest.approx(
+        [t.estimate for t in by_column.coefficients]
+    )
 
 
 def test_the_ablation_table_adjusts_the_family_by_holm_and_words_the_effects_by_it(tmp_path):

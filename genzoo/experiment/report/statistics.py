@@ -282,6 +282,7 @@ def logistic_regression(
     and return each coefficient with its Wald interval at ``confidence``."""
     import warnings
 
+    import numpy as np  # noqa: F401 -- the formula is evaluated here, and may call np.log
     import pandas as pd
     import statsmodels.formula.api as smf
 
