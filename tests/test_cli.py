@@ -205,7 +205,7 @@ def test_sample_without_bn_readjustment_draws_another_grid(tiny_run, tmp_path):
     own = pixels(tiny_run / "samples_t1.png")
     readjusted = ["--readjust-bn", "--bn-readjust-iters", "3", "--bn-readjust-batch-size", "5"]
     for flags, same in ((["--no-readjust-bn"], False), (readjusted, True)):
-        grid = tmp_path / "grid.png"
+        grid = tmp_path / f"grid_{same}.png"
         out = genzoo_cli(
             "sample", str(tiny_run), "--out", str(grid), *flags, cwd=tmp_path, env_extra=ONE_THREAD
         )
@@ -219,5 +219,9 @@ def test_sample_writes_into_the_run_folder_and_checks_its_options(tiny_run, tmp_
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(tiny_run / "samples_cli_t0.7.png")
     assert pixels(tiny_run / "samples_cli_t0.7.png").shape[:2] == (2 + 18, 2 + 3 * 18)
+    again = genzoo_cli("sample", str(tiny_run), "-t", "0.7", "-n", "3", "--seed", "1", cwd=tmp_path)
+    assert again.stdout.strip() == str(tiny_run / "samples_cli_t0.7-1.png")  # the first one is kept
+    taken = genzoo_cli("sample", str(tiny_run), "--out", str(tiny_run / "samples_t1.png"), cwd=tmp_path)
+    assert taken.returncode == 2 and "never overwrites" in taken.stderr
     bad = genzoo_cli("sample", str(tiny_run), "--bn-readjust-batch-size", "1", cwd=tmp_path)
     assert bad.returncode == 2 and "--bn-readjust-batch-size 1" in bad.stderr

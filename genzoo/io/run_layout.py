@@ -20,12 +20,17 @@ Layout::
         error.txt                     the traceback of a run that crashed (the trainer)
         samples_t<T>.png  reconstructions.png   image grids (the evaluator)
         samples_cli_t<T>.png          a grid drawn by ``genzoo sample``
+        evaluation_<split>_k<K>.json  scores written by ``genzoo evaluate``
+        <kind>_cli.png                grids of ``genzoo reconstruct`` / ``genzoo interpolate``
+      (the commands run on a trained run write only new files: a name already taken gets
+      ``-1``, ``-2`` ... before its suffix; see :func:`new_file`)
 
 Each file has one writer, named above; everything else asks these classes for paths.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +95,15 @@ class RunPaths:
         """The grid ``genzoo sample`` writes at ``temperature`` unless told another file."""
         return self.dir / f"samples_cli_t{temperature:g}.png"
 
+    def evaluation(self, split: str, iw_samples: int) -> Path:
+        """The scores ``genzoo evaluate`` writes (pass it through :func:`new_file`)."""
+        return self.dir / f"evaluation_{split}_k{iw_samples}.json"
+
+    def cli_grid(self, kind: str) -> Path:
+        """A grid of ``genzoo reconstruct`` / ``interpolate`` (``kind``: ``reconstructions``,
+        ``interpolation``, ``traversal`` ...; pass it through :func:`new_file`)."""
+        return self.dir / f"{kind}_cli.png"
+
     def sample_grids(self) -> list[tuple[str, Path]]:
         """``(temperature as written, path)`` of the sample grids present, sorted by name."""
         found = []
@@ -98,6 +112,21 @@ class RunPaths:
             if match:
                 found.append((match["t"], path))
         return found
+
+
+def new_file(path: str | Path) -> Path:
+    """``path`` if no file has that name, else the first free ``<stem>-<i><suffix>``
+    (``i = 1, 2, ...``), created empty so that a concurrent caller gets another name: the
+    commands that read a finished run write beside it without overwriting anything."""
+    path = Path(path)
+    for i in range(10_000):
+        candidate = path if i == 0 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{path}: no free name among {path.stem}-1..9999{path.suffix}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from genzoo.errors import ConfigError, GenzooError
-from genzoo.io.run_layout import RunPaths
+from genzoo.io.run_layout import RunPaths, new_file
 from genzoo.plugin.component_spec import ComponentSpec
 from genzoo.plugin.discovery import get_host
 
@@ -103,6 +103,8 @@ def sample_run(
         raise ConfigError(
             f"--bn-readjust-batch-size {bn_readjust_batch_size}: expected at least 2 (batch statistics)"
         )
+    if out is not None and Path(out).exists():
+        raise ConfigError(f"--out {out}: the file exists; genzoo sample never overwrites, name another file")
     run_dir = Path(run_dir)
     config = _run_config(run_dir)
     where = f"{RunPaths(run_dir).config}: evaluation"
@@ -129,4 +131,4 @@ def sample_run(
         bn_readjust_batch_size=evaluation.bn_readjust_batch_size,
         seed=seed,
     )[float(temperature)]
-    return write_sample_grid(images, Path(out) if out else RunPaths(run_dir).cli_samples(temperature))
+    return write_sample_grid(images, Path(out) if out else new_file(RunPaths(run_dir).cli_samples(temperature)))
