@@ -131,4 +131,6 @@ def sample_run(
         bn_readjust_batch_size=evaluation.bn_readjust_batch_size,
         seed=seed,
     )[float(temperature)]
-    return write_sample_grid(images, Path(out) if out else new_file(RunPaths(run_dir).cli_samples(temperature)))
+    return write_sample_grid(
+        images, Path(out) if out else new_file(RunPaths(run_dir).cli_samples(temperature))
+    )
