@@ -344,6 +344,32 @@ def test_fisher_power_is_exact_and_matches_the_referees_figure():
     assert fisher_power(3, 5, 0.7, 0.2) == pytest.approx(brute)
 
 
+def test_pooled_fisher_power_is_exact_over_strata():
+    """Exercise 2's realized power: Fisher's test on counts pooled over learning rates, where each
+    arm's count is a sum of binomials with different rates. One stratum is fisher_power; two
+    strata are checked against a brute-force sum over every outcome of every stratum."""
+    import itertools
+
+    from scipy import stats
+
+    from genzoo.experiment.report.statistics import fisher_power, pooled_fisher_power, with_odds_ratio
+
+    assert pooled_fisher_power([5], [0.7], [0.2]) == pytest.approx(fisher_power(5, 5, 0.7, 0.2))
+    runs, rates_a, rates_b = [2, 3], [0.1, 0.6], [0.5, 0.9]
+    brute = 0.0
+    for a1, a2, b1, b2 in itertools.product(range(3), range(4), range(3), range(4)):
+        prob = (
+            stats.binom.pmf(a1, 2, 0.1) * stats.binom.pmf(a2, 3, 0.6)
+            * stats.binom.pmf(b1, 2, 0.5) * stats.binom.pmf(b2, 3, 0.9)
+        )  # fmt: skip
+        if stats.fisher_exact([[a1 + a2, 5 - a1 - a2], [b1 + b2, 5 - b1 - b2]]).pvalue < 0.05:
+            brute += prob
+    assert pooled_fisher_power(runs, rates_a, rates_b) == pytest.approx(brute)
+    assert with_odds_ratio(0.5, 3.0) == pytest.approx(0.75) and with_odds_ratio(0.25, 0.0) == 0.0
+    # no effect: at most the level, whatever the rates across strata
+    assert pooled_fisher_power([12, 12, 12], [0.0, 0.04, 0.31], [0.0, 0.04, 0.31]) < 0.05
+
+
 def test_logistic_regression_of_a_two_by_two_table_gives_its_log_odds_ratio():
     """A known case: with one binary factor the fitted coefficient is the table's log odds
     ratio log(ad / bc) and its standard error sqrt(1/a + 1/b + 1/c + 1/d) (Woolf)."""

@@ -39,7 +39,9 @@ from genzoo.experiment.report.statistics import (
     fisher_power,
     holm_adjusted,
     logistic_regression,
+    pooled_fisher_power,
     summarize,
+    with_odds_ratio,
 )
 from genzoo.io.run_layout import ExperimentPaths
 
@@ -145,7 +147,19 @@ def table(groups: dict[tuple[str, float], list[dict]]) -> str:
             f"{skipped.mean if skipped else 0:.1f} | {statistics.median(norms) if norms else float('nan'):.3g} | "
             f"{spikes.mean if spikes else 0:.1f} | {nll_text} |"
         )
-    return "\n".join(lines + ["", fisher_table(groups), "", regression_text(groups), "", power_table(groups)])
+    return "\n".join(
+        lines
+        + [
+            "",
+            fisher_table(groups),
+            "",
+            regression_text(groups),
+            "",
+            power_table(groups),
+            "",
+            realized_power_table(groups),
+        ]
+    )
 
 
 def _diverged(rows: list[dict]) -> int:
@@ -228,6 +242,44 @@ def power_table(groups: dict[tuple[str, float], list[dict]]) -> str:
         lines.append(
             f"| {p_off:.2f} | {p_on:.2f} | {fisher_power(n, n, p_off, p_on):.2f} | "
             f"{fisher_power(n, n, p_off, p_on, alpha=0.05 / family):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+REALIZED_ODDS_RATIOS = (0.0, 0.1, 0.2, 0.5, 5.0)
+"""Odds ratios of divergence (a setting against off) whose detection the realized power asks about;
+0 is a setting that prevents every divergence."""
+
+
+def realized_power_table(groups: dict[tuple[str, float], list[dict]]) -> str:
+    """The power the design had at the divergence rates it met: each learning rate's rate pooled
+    over every setting (the best estimate of the rates without an effect), a setting's odds
+    multiplied by each of REALIZED_ODDS_RATIOS, and Fisher's exact test on counts pooled over the
+    learning rates (exact, :func:`pooled_fisher_power`), at 5% and at the Bonferroni level."""
+    by_lr: dict[float, list[dict]] = defaultdict(list)
+    runs_per_setting: dict[float, int] = {}
+    for (_setting, lr), rows in groups.items():
+        by_lr[lr].extend(rows)
+        runs_per_setting[lr] = min(runs_per_setting.get(lr, len(rows)), len(rows))
+    lrs = sorted(by_lr)
+    base = [_diverged(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
+    runs = [runs_per_setting[lr] for lr in lrs]
+    family = max(1, len({s for s, _ in groups if not s.endswith(f"spectral {OFF}")}))
+    rates = ", ".join(f"{_diverged(by_lr[lr])}/{len(by_lr[lr])} at lr {lr:g}" for lr in lrs)
+    lines = [
+        f"Realized power: the divergence rates met, pooled over every setting ({rates}), and one "
+        f"setting against off with {sum(runs)} runs each, pooled over the learning rates (Fisher's "
+        "exact test, two-sided, exact power):",
+        "",
+        f"| odds ratio of divergence (setting / off) | power at 5% | power at 5% / {family} |",
+        "| ---: | ---: | ---: |",
+    ]
+    for ratio in REALIZED_ODDS_RATIOS:
+        shifted = [with_odds_ratio(p, ratio) for p in base]
+        label = "0 (prevents every divergence)" if ratio == 0 else f"{ratio:g}"
+        lines.append(
+            f"| {label} | {pooled_fisher_power(runs, base, shifted):.2f} | "
+            f"{pooled_fisher_power(runs, base, shifted, alpha=0.05 / family):.2f} |"
         )
     return "\n".join(lines)
 

@@ -245,6 +245,48 @@ def fisher_power(n1: int, n2: int, p1: float, p2: float, *, alpha: float = 0.05)
     return float(power)
 
 
+def pooled_fisher_power(
+    runs: Sequence[int], rates_a: Sequence[float], rates_b: Sequence[float], *, alpha: float = 0.05
+) -> float:
+    """The exact power of the two-sided Fisher test on counts pooled over strata: arm A and
+    arm B each get ``runs[i]`` runs in stratum ``i`` (a learning rate), where their true rates are
+    ``rates_a[i]`` and ``rates_b[i]``. Each arm's pooled count is a sum of binomials with
+    different rates (its exact distribution is their convolution), and the power is the chance
+    that Fisher's test on the pooled 2x2 table rejects at ``alpha``. Pooling is valid when both
+    arms have the same runs per stratum (it is conservative where the rates differ across
+    strata); with one stratum it is :func:`fisher_power`."""
+    import numpy as np
+    from scipy import stats
+
+    if not len(runs) == len(rates_a) == len(rates_b):
+        raise ValueError("runs, rates_a and rates_b need one entry per stratum")
+
+    def pooled_pmf(rates: Sequence[float]) -> np.ndarray:
+        pmf = np.ones(1)
+        for n, p in zip(runs, rates):
+            pmf = np.convolve(pmf, stats.binom.pmf(np.arange(n + 1), n, p))
+        return pmf
+
+    total = int(sum(runs))
+    pmf_a, pmf_b = pooled_pmf(rates_a), pooled_pmf(rates_b)
+    power = 0.0
+    for k1 in range(total + 1):
+        for k2 in range(total + 1):
+            if pmf_a[k1] * pmf_b[k2] == 0.0:
+                continue
+            if stats.fisher_exact([[k1, total - k1], [k2, total - k2]]).pvalue < alpha:
+                power += pmf_a[k1] * pmf_b[k2]
+    return float(power)
+
+
+def with_odds_ratio(rate: float, odds_ratio: float) -> float:
+    """The rate whose odds are ``odds_ratio`` times those of ``rate`` (0 for a ratio of 0)."""
+    if rate >= 1.0:
+        return 1.0 if odds_ratio > 0 else 0.0
+    odds = rate / (1.0 - rate) * odds_ratio
+    return odds / (1.0 + odds)
+
+
 @dataclass(frozen=True)
 class Coefficient:
     """One term of a logistic regression: its log-odds estimate with a Wald interval, and the
