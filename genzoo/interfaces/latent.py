@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 from einops import reduce
 from torch import nn
+from torch.distributions import Normal
 
+from genzoo.errors import GenzooError
 from genzoo.io.validation import check_int
 
 
@@ -74,6 +76,10 @@ class LatentGroup(nn.Module, abc.ABC):
     - ``sample(dec_state, temperature=t, size=(B, H, W))`` draws ``z`` from the prior with its
       standard deviations multiplied by ``t``. ``size`` is required when ``dec_state`` is
       ``None`` (top group) and ignored otherwise.
+    - ``prior_distribution(dec_state, size=...)`` (optional; the latent API of
+      :class:`genzoo.Hierarchy` needs it) returns that prior as a
+      :class:`torch.distributions.Normal`, with the arguments of ``sample``; ``sample`` at
+      temperature ``t`` is then ``mean + t * stddev * noise``.
     - All state lives in parameters and buffers, so ``state_dict()`` is the checkpoint.
     """
 
@@ -99,3 +105,19 @@ class LatentGroup(nn.Module, abc.ABC):
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         """Draw ``z`` from the prior at ``temperature`` (see the class contract)."""
+
+    def prior_distribution(
+        self, dec_state: torch.Tensor | None, *, size: tuple[int, int, int] | None = None
+    ) -> Normal:
+        """The prior ``p(z | dec_state)`` that :meth:`sample` draws from, as a diagonal
+        :class:`torch.distributions.Normal` of ``z``'s shape (``size`` as for :meth:`sample`).
+
+        Not abstract, so that groups written before it keep working for training and sampling;
+        :meth:`genzoo.Hierarchy.encode` and everything built on it (standardized latents,
+        interpolation) need it, and say so through this error. (Not named ``prior``: groups
+        commonly hold a submodule of that name.)
+        """
+        raise GenzooError(
+            f"the latent group {type(self).__qualname__} does not expose its prior "
+            "(LatentGroup.prior_distribution); encode/decode/interpolate need it"
+        )

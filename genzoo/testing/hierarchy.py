@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
+from genzoo.interfaces.hierarchy import LatentStep
 from genzoo.plugin.registry import Registry
 from genzoo.testing.subject import KeyOrFactory, Subject, describe, draw, isolated
 
@@ -35,6 +36,14 @@ def check_hierarchy(key_or_factory: KeyOrFactory, registry: Registry | None = No
     - in eval mode: ``sample_params`` ``(n, param_chs, H, W)``, finite, the same for the same
       seed; ``sample`` and ``reconstruct`` give ``(n, C, H, W)`` in ``[0, 1]``;
     - ``parameter_counts()``, when the model has it, sums to the number of parameters;
+    - where the model implements :meth:`genzoo.Hierarchy.traverse` (optional: a hierarchy
+      without it is not failed, it only lacks the latent API), in eval mode: each step has
+      the group's :class:`GroupInfo`, no decoder state for the top group and a prior and a
+      posterior of the group's shape; posterior draws everywhere give ``forward``'s
+      parameters for the same seed; ``decode(encode(x).eps)`` gives them again; for the same
+      seed ``decode(num_samples=n, temperature=t)`` gives ``sample_params(n, t)`` (a
+      ``sample_params`` that ignores the temperature of any group, NVAE's PR #55, fails);
+      ``reconstruct(x, keep_groups=0)`` gives images in ``[0, 1]``;
     - the ``state_dict`` loads strictly into a fresh instance, which then gives the same ELBO.
 
     :param key_or_factory: a registered hierarchy key, or a factory not registered yet.
@@ -119,6 +128,8 @@ def _check_model(subject: Subject, keywords: dict[str, Any]) -> None:
                 case,
             )
         _check_parameter_counts(subject, model, case)
+        if type(model).traverse is not Hierarchy.traverse:
+            _check_latent_api(subject, model, x, case)
 
         fresh = draw(1000, lambda: subject.build(**keywords))
         subject.round_trip(model, fresh, case)
@@ -147,6 +158,69 @@ def _check_groups(subject: Subject, groups: list[GroupInfo], case: str) -> None:
     wrong = [info.index for info in groups if info.groups_in_scale != counts[info.scale]]
     subject.check(
         not wrong, f"groups {wrong} have a groups_in_scale other than their scale's number of groups", case
+    )
+
+
+def _check_latent_api(subject: Subject, model: Hierarchy, x: torch.Tensor, case: str) -> None:
+    """The traverse contract (see :class:`genzoo.Hierarchy`), in eval mode without gradients."""
+    groups = list(model.groups)
+    steps: list[LatentStep] = []
+
+    def posterior(step: LatentStep) -> torch.Tensor:
+        steps.append(step)
+        return step.posterior().z
+
+    params = draw(6, lambda: model.traverse(posterior, x=x))
+    subject.check(
+        [s.info for s in steps] == groups,
+        f"traverse asked for groups {[s.info.index for s in steps]}; expected each of model.groups in order",
+        case,
+    )
+    for step in steps:
+        where = f"traverse's step for group {step.index}"
+        batch, chs, h, w = BATCH, step.info.latent_chs, step.info.height, step.info.width
+        subject.check(
+            (step.dec_state is None) == (step.index == 0),
+            f"{where}: dec_state is {'None' if step.dec_state is None else 'a tensor'}; expected None "
+            "for the top group only",
+            case,
+        )
+        prior = step.prior()
+        subject.shape(prior.mean, (batch, chs, h, w), f"{where}: prior mean", case)
+        subject.shape(prior.stddev, (batch, chs, h, w), f"{where}: prior stddev", case)
+        subject.check((prior.stddev > 0).all(), f"{where}: the prior's stddev is not positive", case)
+        subject.shape(step.posterior().z, (batch, chs, h, w), f"{where}: posterior z", case)
+    forward = draw(6, lambda: model(x).params)
+    subject.check(
+        torch.equal(params, forward),
+        "traverse with every group's posterior draw gives other parameters than forward for the same seed",
+        case,
+    )
+    encoding = draw(6, lambda: model.encode(x))
+    subject.close(
+        model.decode(encoding.eps),
+        forward,
+        "decode(encode(x).eps) does not give forward's parameters back",
+        case,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    subject.close(
+        draw(7, lambda: model.decode(num_samples=3, temperature=0.6)),
+        draw(7, lambda: model.sample_params(3, temperature=0.6)),
+        "decode(num_samples=3, temperature=0.6) and sample_params(3, 0.6) differ for the same seed: "
+        "sample_params ignores the temperature of a group (NVAE's PR #55), or draws its noise otherwise "
+        "than traverse (one standard normal tensor per group, top first)",
+        case,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    partial = draw(8, lambda: model.reconstruct(x, keep_groups=0, temperature=0.6))
+    subject.shape(partial, tuple(x.shape), "reconstruct(x, keep_groups=0)", case)
+    subject.check(
+        torch.isfinite(partial).all() and partial.min() >= 0 and partial.max() <= 1,
+        "reconstruct(x, keep_groups=0) leaves [0, 1]",
+        case,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Normal
 
 import genzoo
 from genzoo.interfaces import LatentGroup, LatentOutput
@@ -63,6 +64,19 @@ class PlainNormal(LatentGroup):
             q_mean=posterior.mean,
         )
 
+    def prior_distribution(
+        self, dec_state: torch.Tensor | None, *, size: tuple[int, int, int] | None = None
+    ) -> Normal:
+        """The prior: N(0, I) for the top group, else from the decoder state."""
+        if self.top:
+            if size is None:
+                raise ValueError("the top group needs size=(batch, height, width) for its prior")
+            b, h, w = size
+            prior = self._prior(None, self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w))
+        else:
+            prior = self._prior(dec_state, dec_state)
+        return Normal(prior.mu, prior.sigma, validate_args=False)
+
     def sample(
         self,
         dec_state: torch.Tensor | None,
@@ -71,10 +85,5 @@ class PlainNormal(LatentGroup):
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         check_temperature(temperature)
-        if self.top:
-            if size is None:
-                raise ValueError("the top group needs size=(batch, height, width) to sample")
-            b, h, w = size
-            like = self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w)
-            return self._prior(None, like).sample(temperature)
-        return self._prior(dec_state, dec_state).sample(temperature)
+        prior = self.prior_distribution(dec_state, size=size)
+        return DiagonalNormal(prior.loc, prior.scale).sample(temperature)

@@ -7,10 +7,14 @@ no residual cells, no gates, so the comparison isolates what NVAE adds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.distributions import Normal
 
-from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, OutputLikelihood
+from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentOutput, OutputLikelihood
+from genzoo.interfaces.hierarchy import LatentStep
 from genzoo.io.validation import check_int
 from genzoo.layers.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
 from genzoo.plugin.component_spec import ComponentSpec
@@ -111,8 +115,11 @@ class StandardVAE(Hierarchy):
         params = self.head(self.decoder(self.decoder_stem(z)))
         return crop_center(params, *self.image_shape[1:])
 
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(2.0 * pad_center(x, *self.padded_shape) - 1.0)
+
     def forward(self, x: torch.Tensor) -> HierarchyOutput:
-        feature = self.encoder(2.0 * pad_center(x, *self.padded_shape) - 1.0)
+        feature = self._features(x)
         latent = self.latent_group(feature, None)
         params = self._decode(latent.z)
         return HierarchyOutput(
@@ -125,6 +132,28 @@ class StandardVAE(Hierarchy):
             None, temperature=temperature, size=(num_samples, info.height, info.width)
         )
         return self._decode(z)
+
+    def traverse(
+        self,
+        draw: Callable[[LatentStep], torch.Tensor],
+        *,
+        x: torch.Tensor | None = None,
+        num_samples: int | None = None,
+    ) -> torch.Tensor:
+        """One step, the single group's (see :meth:`genzoo.Hierarchy.traverse`)."""
+        batch = self._batch_size(x, num_samples)
+        info = self.groups[0]
+        posterior: Callable[[], LatentOutput] | None = None
+        if x is not None:
+            feature = self._features(x)
+
+            def posterior() -> LatentOutput:
+                return self.latent_group(feature, None)
+
+        def prior() -> Normal:
+            return self.latent_group.prior_distribution(None, size=(batch, info.height, info.width))
+
+        return self._decode(draw(LatentStep(info, None, batch, prior=prior, posterior=posterior)))
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component; the values sum to the model's total."""

@@ -23,9 +23,18 @@ from types import MappingProxyType
 import torch
 from einops import repeat
 from torch import nn
+from torch.distributions import Normal
 
 from genzoo.errors import ConfigError
-from genzoo.interfaces import GroupInfo, Hierarchy, HierarchyOutput, LatentGroup, OutputLikelihood
+from genzoo.interfaces import (
+    GroupInfo,
+    Hierarchy,
+    HierarchyOutput,
+    LatentGroup,
+    LatentOutput,
+    OutputLikelihood,
+)
+from genzoo.interfaces.hierarchy import LatentStep
 from genzoo.io.validation import check_bool, check_int
 from genzoo.layers.activations import ELU
 from genzoo.layers.composition import SpecLike, build_likelihood, crop_center, pad_center, padded_shape
@@ -373,6 +382,38 @@ class NVAEHierarchy(Hierarchy):
         top = self._groups[0]
         z = groups[0].sample(None, temperature=temperature, size=(num_samples, top.height, top.width))
         return self._decode(z, lambda i, state: groups[i].sample(state, temperature=temperature))
+
+    def traverse(
+        self,
+        draw: Callable[[LatentStep], torch.Tensor],
+        *,
+        x: torch.Tensor | None = None,
+        num_samples: int | None = None,
+    ) -> torch.Tensor:
+        """The top-down pass of :meth:`forward` and :meth:`sample_params` with each group's
+        ``z`` chosen by ``draw`` (see :meth:`genzoo.Hierarchy.traverse`); a posterior reads the
+        encoder path exactly as ``forward`` does (``encoder0`` for the top group, a combiner of
+        the bottom-up feature and the decoder state for the others)."""
+        batch = self._batch_size(x, num_samples)
+        groups: list[LatentGroup] = list(self.latent_groups)
+        top_feature, features = self._encode(x) if x is not None else (None, [])
+
+        def step(i: int, state: torch.Tensor | None) -> torch.Tensor:
+            info, group = self._groups[i], groups[i]
+            posterior: Callable[[], LatentOutput] | None = None
+            if top_feature is not None:
+
+                def posterior() -> LatentOutput:
+                    if i == 0:
+                        return group(top_feature, None)
+                    return group(self.encoder_combiners[i - 1](features[i - 1], state), state)
+
+            def prior() -> Normal:
+                return group.prior_distribution(state, size=(batch, info.height, info.width))
+
+            return draw(LatentStep(info, state, batch, prior=prior, posterior=posterior))
+
+        return self._decode(step(0, None), step)
 
     # -- efficiency columns -------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 import genzoo
 from genzoo.interfaces import LatentGroup, LatentOutput
@@ -106,6 +107,21 @@ class ResidualNormal(LatentGroup):
         kl = log_q - log_p if self.num_flows else posterior.kl(prior)
         return LatentOutput.from_elementwise(z, kl=kl, log_q=log_q, log_p=log_p, q_mean=posterior.mean)
 
+    def prior_distribution(
+        self, dec_state: torch.Tensor | None, *, size: tuple[int, int, int] | None = None
+    ) -> Normal:
+        """The prior, soft clamp and 1e-2 floor included (N(0, 1.01^2) for the top group)."""
+        if self.top:
+            if size is None:
+                raise ValueError("the top group needs size=(batch, height, width) for its prior")
+            b, h, w = size
+            like = self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w)
+            mu, log_sigma = like, like
+        else:
+            mu, log_sigma = self._prior_params(dec_state, dec_state)
+        prior = nvae_normal(mu, log_sigma)
+        return Normal(prior.mu, prior.sigma, validate_args=False)
+
     def sample(
         self,
         dec_state: torch.Tensor | None,
@@ -114,15 +130,8 @@ class ResidualNormal(LatentGroup):
         size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         check_temperature(temperature)
-        if self.top:
-            if size is None:
-                raise ValueError("the top group needs size=(batch, height, width) to sample")
-            b, h, w = size
-            like = self.encoder_params.weight.new_zeros(b, self.latent_chs, h, w)
-            mu, log_sigma = like, like
-        else:
-            mu, log_sigma = self._prior_params(dec_state, dec_state)
-        return nvae_normal(mu, log_sigma).sample(temperature)
+        prior = self.prior_distribution(dec_state, size=size)
+        return DiagonalNormal(prior.loc, prior.scale).sample(temperature)
 
 
 __all__ = ["ResidualNormal", "nvae_normal", "soft_clamp"]
