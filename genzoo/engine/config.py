@@ -16,9 +16,11 @@ Every field is checked when the dataclass is built; a bad value raises
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib.util
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from genzoo.errors import ConfigError
@@ -338,3 +340,146 @@ class EvalConfig(_Config):
             check_int("curve_max_images", self.curve_max_images, 1, owner=own)
         for name in ("bn_readjust", "fid"):
             check_bool(name, getattr(self, name), owner=own)
+
+
+TRACKER_BACKENDS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+"""``LoggingConfig.backends``: each tracker's name -> the package it needs, which is also the name
+of genzoo's extra that installs it (``pip install 'genzoo[mlflow]'``)."""
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def tracker_installed(backend: str) -> bool:
+    """Whether the package ``backend`` needs can be imported (looked up, not imported: reading a
+    config stays fast)."""
+    try:
+        return importlib.util.find_spec(TRACKER_BACKENDS[backend]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _optional_str(name: str, value: Any, owner: str) -> None:
+    if value is not None and not (isinstance(value, str) and value):
+        raise invalid(name, value, "a non-empty string or null", owner=owner)
+
+
+@dataclass(frozen=True)
+class MlflowConfig(_Config):
+    """Where the ``mlflow`` tracker logs (:mod:`genzoo.engine.trackers`).
+
+    - ``tracking_uri``: MLflow's tracking URI: a database (``sqlite:///mlflow.db``), a server
+      (``http://host:5000``) or a folder (``file:./mlruns``; MLflow 3 asks for
+      ``MLFLOW_ALLOW_FILE_STORE=true`` before it writes one). None: ``MLFLOW_TRACKING_URI``, else
+      MLflow's default (``sqlite:///mlflow.db`` in the working directory since MLflow 3).
+    - ``experiment``: the MLflow experiment of the run; None: the experiment file's ``name``
+      (from Python: MLflow's ``Default`` experiment).
+    - ``tags``: tags set on every run, ``{name: value}``.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        own = "MlflowConfig"
+        _optional_str("tracking_uri", self.tracking_uri, own)
+        _optional_str("experiment", self.experiment, own)
+        if not (isinstance(self.tags, Mapping) and all(isinstance(k, str) for k in self.tags)):
+            raise invalid("tags", self.tags, "a mapping of tag name -> value", owner=own)
+        object.__setattr__(self, "tags", {k: str(v) for k, v in self.tags.items()})
+
+
+@dataclass(frozen=True)
+class WandbConfig(_Config):
+    """Where the ``wandb`` tracker logs (:mod:`genzoo.engine.trackers`).
+
+    - ``project``, ``entity``: the W&B project and team or user; None: the experiment file's
+      ``name`` (from Python: W&B's default) and your default entity.
+    - ``mode``: ``online``, ``offline`` (files only, uploaded later with ``wandb sync``) or
+      ``disabled``; None: ``WANDB_MODE``, else online.
+    - ``group``: W&B's run group; None: the run's variant or ablation name, so that its seeds
+      are grouped (from Python: no group).
+    - ``tags``: tags of every run.
+    - ``dir``: where W&B writes its local files (it adds ``wandb/``); None: the run's folder.
+    """
+
+    project: str | None = None
+    entity: str | None = None
+    mode: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        own = "WandbConfig"
+        for name in ("project", "entity", "group", "dir"):
+            _optional_str(name, getattr(self, name), own)
+        if self.mode is not None:
+            check_choice("mode", self.mode, WANDB_MODES, owner=own)
+        tags = self.tags
+        if not (isinstance(tags, (list, tuple)) and all(isinstance(t, str) and t for t in tags)):
+            raise invalid("tags", tags, "a list of strings", owner=own)
+        object.__setattr__(self, "tags", tuple(tags))
+
+
+@dataclass(frozen=True)
+class LoggingConfig(_Config):
+    """Where a run's metrics go besides ``metrics.jsonl``, which is always written
+    (``docs/tracking.md``).
+
+    - ``backends``: the trackers, from ``tensorboard``, ``mlflow`` and ``wandb``; each needs its
+      package (the extra of the same name: ``pip install 'genzoo[mlflow]'``), checked here, when
+      the experiment file is read. None (default): TensorBoard when it is installed.
+    - ``mlflow``: :class:`MlflowConfig`; ``wandb``: :class:`WandbConfig` (used when the backend is
+      listed).
+
+    Where a run is tracked never changes what it computes: these settings are not part of a run's
+    fingerprint.
+    """
+
+    backends: tuple[str, ...] | None = None
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        own = "LoggingConfig"
+        for name, cls in (("mlflow", MlflowConfig), ("wandb", WandbConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, cls.from_dict(value, where=f"{own}.{name}"))
+            elif not isinstance(value, cls):
+                raise invalid(name, value, f"a mapping of {cls.__name__} options", owner=own)
+        if self.backends is None:
+            return
+        backends = self.backends
+        if not (isinstance(backends, (list, tuple)) and all(isinstance(b, str) for b in backends)):
+            raise invalid("backends", backends, f"a list of {', '.join(TRACKER_BACKENDS)}", owner=own)
+        for backend in backends:
+            if backend not in TRACKER_BACKENDS:
+                close = difflib.get_close_matches(backend, TRACKER_BACKENDS, n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(TRACKER_BACKENDS)
+                expected = f"names from {known}; {backend!r} is none of them{hint}"
+                raise invalid("backends", list(backends), expected, owner=own)
+            if not tracker_installed(backend):
+                package = TRACKER_BACKENDS[backend]
+                expected = f"trackers whose package is installed; {backend!r} needs {package}"
+                raise invalid(
+                    "backends", list(backends), f"{expected}: pip install 'genzoo[{backend}]'", owner=own
+                )
+        if len(set(backends)) != len(backends):
+            raise invalid("backends", list(backends), "each tracker named once", owner=own)
+        object.__setattr__(self, "backends", tuple(backends))
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers a run starts: ``backends``, or TensorBoard where it is installed."""
+        if self.backends is not None:
+            return self.backends
+        return ("tensorboard",) if tracker_installed("tensorboard") else ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backends": None if self.backends is None else list(self.backends),
+            "mlflow": self.mlflow.to_dict(),
+            "wandb": self.wandb.to_dict(),
+        }

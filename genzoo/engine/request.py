@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genzoo.engine.config import EvalConfig, TrainConfig
+from genzoo.engine.config import EvalConfig, LoggingConfig, TrainConfig
 from genzoo.interfaces.hierarchy import Hierarchy
 from genzoo.interfaces.regularizer import Regularizer
 
@@ -51,6 +51,8 @@ class RunRequest:
     - ``host``: the plugin host whose lifecycle hooks are called (None: ``genzoo.get_host()``).
     - ``dist``: the process group the caller joined (:func:`genzoo.engine.distributed.init_distributed`);
       None: the engine joins it from the environment (``torchrun``'s variables).
+    - ``logging``: the trackers the run logs to besides ``metrics.jsonl`` (:class:`LoggingConfig`;
+      default: TensorBoard where it is installed).
     """
 
     model: Hierarchy
@@ -67,6 +69,7 @@ class RunRequest:
     dataset_name: str | None = None
     host: PluginHost | None = None
     dist: DistContext | None = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, Hierarchy):
@@ -75,6 +78,8 @@ class RunRequest:
             raise TypeError(f"config is a {type(self.config).__name__}; expected a TrainConfig")
         if not isinstance(self.eval_config, EvalConfig):
             raise TypeError(f"eval_config is a {type(self.eval_config).__name__}; expected an EvalConfig")
+        if not isinstance(self.logging, LoggingConfig):
+            raise TypeError(f"logging is a {type(self.logging).__name__}; expected a LoggingConfig")
         for i, reg in enumerate(self.regularizers):
             if not isinstance(reg, Regularizer):
                 raise TypeError(f"regularizers[{i}] is a {type(reg).__name__}; expected a genzoo.Regularizer")

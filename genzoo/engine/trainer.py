@@ -49,6 +49,7 @@ from genzoo.engine.run_state import RunState
 from genzoo.engine.schedules import kl_balance_alpha
 from genzoo.engine.signals import RunInterrupted, StopSignals
 from genzoo.engine.step import TrainStep
+from genzoo.engine.trackers import build_trackers
 from genzoo.errors import GenzooError
 from genzoo.interfaces.hierarchy import Hierarchy
 from genzoo.interfaces.regularizer import Regularizer
@@ -285,6 +286,9 @@ class Trainer:
             start_step=step,
             enabled=self.ctx.is_main,
             progress_bar=cfg.progress_bar,
+            trackers=build_trackers(self.request.logging) if self.ctx.is_main else (),
+            name=self.name,
+            run_config=self.run_config,
             description=self.name,
         )
         if self.ctx.is_main:
@@ -292,6 +296,7 @@ class Trainer:
 
             atomic_write_text(self.paths.train_config, json.dumps(self.run_config, indent=2, default=str))
         status = "finished"
+        ended = "failed"  # what the trackers are told if the run raises
         try:
             with self.stop_signals:
                 self._hook("genzoo_run_start", run=self.run)
@@ -324,9 +329,11 @@ class Trainer:
                     results["active_units"] = results["test_active_units"]  # the report's column
                 if self.ctx.is_main:
                     write_results(self.paths, results)
+                    logger.log_final(results, step)
                 self._hook("genzoo_run_end", run=self.run, results=results)
+                ended = status
         finally:
-            logger.close()
+            logger.close(ended)
         if status == "interrupted" and self.stop_signals.by_user:
             raise RunInterrupted(results)  # after the handlers are restored and the log is closed
         return results
@@ -424,8 +431,17 @@ class Trainer:
             dataset_name=self.dataset_name,
         )
         logger.log("eval", step, scores)
+        logger.log_images(self._grids(), step)
         self._hook("genzoo_evaluation_end", run=self.run, step=step, metrics=scores)
         return scores
+
+    def _grids(self) -> list[tuple[str, Path]]:
+        """The grids the final evaluation wrote, by name: ``samples_t<T>`` and ``reconstructions``."""
+        ev = self.eval_config
+        grids = [(f"samples_t{t:g}", self.paths.samples(t)) for t in ev.temperatures if ev.num_samples > 0]
+        if ev.num_reconstructions > 0:
+            grids.append(("reconstructions", self.paths.reconstructions))
+        return grids
 
     def _results(
         self,

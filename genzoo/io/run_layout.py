@@ -16,6 +16,7 @@ Layout::
         train_config.json             the engine's settings as it ran them (the trainer)
         checkpoint.pt                 latest checkpoint, for resuming (the trainer)
         metrics.jsonl  tensorboard/   training and evaluation metrics (the run's logger)
+        trackers.json  wandb/         MLflow / W&B run ids a resumed run continues; W&B's files (the logger)
         results.json                  the run's row, written once when the run is over (the trainer)
         error.txt                     the traceback of a run that crashed (the trainer)
         samples_t<T>.png  reconstructions.png   image grids (the evaluator)
@@ -74,6 +75,10 @@ class RunPaths:
     @property
     def tensorboard(self) -> Path:
         return self.dir / "tensorboard"
+
+    @property
+    def trackers(self) -> Path:
+        return self.dir / "trackers.json"
 
     @property
     def results(self) -> Path:

@@ -10,6 +10,7 @@ An experiment file declares (see ``docs/experiments.md`` for every key)::
     data: {dataset: {key: data.shapes, image_size: 32}}
     training: {...}                  # genzoo.engine.TrainConfig fields
     evaluation: {...}                # genzoo.engine.EvalConfig fields
+    logging: {backends: [mlflow]}    # trackers besides metrics.jsonl (docs/tracking.md)
     variants:                        # named models composed from registry keys
       nvae:
         hierarchy: {key: nvae.hierarchy, num_channels: 32}
@@ -55,12 +56,15 @@ TOP_LEVEL_KEYS = (
     "data",
     "training",
     "evaluation",
+    "logging",
     "variants",
     "ablations",
     "launcher",
     "profiles",
 )
-VARIANT_KEYS = ("hierarchy", "regularizers", "training", "evaluation", "description")
+VARIANT_KEYS = ("hierarchy", "regularizers", "training", "evaluation", "logging", "description")
+SETTINGS_SECTIONS = ("training", "evaluation", "logging")
+"""The sections a variant may set for itself, deep-merged over the experiment's own."""
 DATA_KEYS = ("dataset",)
 
 
@@ -87,6 +91,9 @@ class RunSpec:
     base: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     origin: str = ""  # where the run is declared (file:line), for error messages
+    # genzoo.engine.config.LoggingConfig: where the run is tracked; not in to_config() nor in the
+    # fingerprint (adding a tracker to an experiment retrains nothing)
+    logging: Any = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -277,7 +284,8 @@ def _top_level(doc: dict, source: SourceMap) -> dict[str, Any]:
 def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
     """Every run: each variant, then each ablation (its base changed by its paths), per seed."""
     data = _data_spec(doc.get("data"), source)
-    shared = {section: doc.get(section) or {} for section in ("training", "evaluation")}
+    experiment = str(doc["name"])  # checked by _top_level
+    shared = {section: doc.get(section) or {} for section in SETTINGS_SECTIONS}
     for section, value in shared.items():
         if not isinstance(value, Mapping):
             raise located(source, (section,), f"expected a mapping, got {value!r}")
@@ -292,7 +300,8 @@ def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for vname, body in resolved.items():
         runs += _seed_runs(vname, body, ("variants", vname), seeds, data, shared, source, group="variant",
-                           origin=("variants", vname, "hierarchy"), own_at=[("variants", vname)])  # fmt: skip
+                           origin=("variants", vname, "hierarchy"), own_at=[("variants", vname)],
+                           experiment=experiment)  # fmt: skip
     for aname, base, changes in ablation_runs(doc.get("ablations"), variants, source):
         if aname in resolved or any(r.name == aname for r in runs):
             raise located(source, ("ablations",), f"ablation name {aname!r} is already used by another run")
@@ -314,6 +323,7 @@ def _runs(doc: dict, seeds: list[int], source: SourceMap) -> list[RunSpec]:
             changes=changes,
             origin=changed_at,
             own_at=[changed_at, ("variants", base)],
+            experiment=experiment,
         )
     return runs
 
@@ -330,12 +340,13 @@ def _seed_runs(
     group: str,
     origin: KeyPath,
     own_at: list[KeyPath],
+    experiment: str,
     base: str | None = None,
     changes: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
-    """One run of ``body`` per seed, its training and evaluation settings the shared sections
-    with the run's own deep-merged in. ``own_at``: where the run's own settings may be written,
-    first place first (an ablation's change, then its base variant), for error positions."""
+    """One run of ``body`` per seed, its training, evaluation and logging settings the shared
+    sections with the run's own deep-merged in. ``own_at``: where the run's own settings may be
+    written, first place first (an ablation's change, then its base variant), for error positions."""
     from genzoo.engine.config import EvalConfig, TrainConfig
 
     configs = {}
@@ -348,6 +359,9 @@ def _seed_runs(
         configs[section] = build_dataclass(
             cls, deep_merge(shared[section], own), (*vpath, section) if own else (section,), source, key_paths
         )
+    logging = _logging_config(
+        deep_merge(shared["logging"], body.get("logging") or {}), own_at, source, experiment, rname
+    )
     return [
         RunSpec(
             name=rname,
@@ -361,9 +375,41 @@ def _seed_runs(
             base=base,
             changes=dict(changes or {}),
             origin=source.where(origin),
+            logging=logging,
         )
         for seed in seeds
     ]
+
+
+def _logging_config(
+    merged: Any, own_at: list[KeyPath], source: SourceMap, experiment: str, run_name: str
+) -> Any:
+    """The run's :class:`genzoo.engine.config.LoggingConfig`: the ``logging`` sections merged,
+    each key checked where it was written (the run's own block first, else the top level), and
+    what the file leaves open named after the experiment: the MLflow experiment and the W&B
+    project (the experiment's ``name``) and the W&B group (the run's name, grouping its seeds)."""
+    from genzoo.engine.config import LoggingConfig, MlflowConfig, WandbConfig
+
+    def written(*keys: str) -> KeyPath:
+        own = [(*at, "logging", *keys) for at in own_at]
+        return next((p for p in own if source.wrote(p)), ("logging", *keys))
+
+    if not isinstance(merged, Mapping):
+        raise located(source, written(), f"expected a mapping, got {merged!r}")
+    body = dict(merged)
+    for sub, cls in (("mlflow", MlflowConfig), ("wandb", WandbConfig)):
+        if body.get(sub) is None:
+            body.pop(sub, None)
+            continue
+        keys = body[sub] if isinstance(body[sub], Mapping) else {}
+        body[sub] = build_dataclass(cls, body[sub], written(sub), source, {k: written(sub, k) for k in keys})
+    config = build_dataclass(LoggingConfig, body, written(), source, {k: written(k) for k in body})
+    return config.replace(
+        mlflow=config.mlflow.replace(experiment=config.mlflow.experiment or experiment),
+        wandb=config.wandb.replace(
+            project=config.wandb.project or experiment, group=config.wandb.group or run_name
+        ),
+    )
 
 
 def _data_spec(value: Any, source: SourceMap) -> DataSpec:
@@ -404,6 +450,5 @@ def _variant(body: Any, path: KeyPath, source: SourceMap) -> dict:
     return {
         "hierarchy": hierarchy,
         "regularizers": regularizers,
-        "training": body.get("training") or {},
-        "evaluation": body.get("evaluation") or {},
+        **{section: body.get(section) or {} for section in SETTINGS_SECTIONS},
     }

@@ -333,6 +333,7 @@ def run_request(
         test_data=dataset.split("test"),
         config=training,
         eval_config=run.evaluation,
+        logging=run.logging,
         regularizers=regularizers,
         out_dir=paths.dir,
         name=run.run_id,
