@@ -206,6 +206,58 @@ def _configure_status(p: argparse.ArgumentParser) -> Command:
     return run
 
 
+@command("evaluate", help="score a trained run's checkpoint: ELBO and IW NLL (nats, bits/dim), FID")
+def _configure_evaluate(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
+    p.add_argument("--iw-samples", "-k", type=int, metavar="K", help="default: the run's evaluation's K")
+    p.add_argument("--fid", action="store_true", help="FID too (torch-fidelity, cached reference statistics)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="default: test")
+    p.add_argument("--max-images", "-n", type=int, metavar="N", help="the first N images (default: run's)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="default: the run's evaluation.batch_size")
+    p.add_argument("--seed", type=int, help="evaluation noise (default: the run's seed, as its evaluation)")
+    p.add_argument("--fid-samples", type=int, metavar="N", help="default: evaluation.fid_num_samples")
+    p.add_argument("--fid-weights", metavar="PATH", help="Inception weights file for offline machines")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none when stderr is no TTY)")
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.trained.evaluate import evaluate_run, format_evaluation, progress_wanted
+
+        record, path = evaluate_run(
+            args.run_dir,
+            iw_samples=args.iw_samples,
+            max_images=args.max_images,
+            split=args.split,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            fid=args.fid,
+            fid_samples=args.fid_samples,
+            fid_weights=args.fid_weights,
+            device=args.device,
+            progress=progress_wanted(args.no_progress),
+        )
+        print(format_evaluation(record))
+        print(f"written: {path}")
+        return 0
+
+    return run
+
+
+@command("export", help="write a trained run as a model folder (safetensors, config.json, model card)")
+def _configure_export(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
+    p.add_argument("out_dir", help="the folder to write (must not exist, or be empty)")
+    p.add_argument("--no-samples", action="store_true", help="leave the run's sample grids out")
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.trained.export import export_run
+
+        print(export_run(args.run_dir, args.out_dir, samples=not args.no_samples))
+        return 0
+
+    return run
+
+
 @command("sample", help="write a sample grid from a trained run, drawn as its own grids are")
 def _configure_sample(p: argparse.ArgumentParser) -> Command:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
@@ -245,6 +297,138 @@ def _configure_sample(p: argparse.ArgumentParser) -> Command:
                 readjust_bn=args.readjust_bn,
                 bn_readjust_iters=args.bn_readjust_iters,
                 bn_readjust_batch_size=args.bn_readjust_batch_size,
+            )
+        )
+        return 0
+
+    return run
+
+
+def _add_latent_args(p: argparse.ArgumentParser) -> None:
+    """The options ``genzoo reconstruct`` and ``genzoo interpolate`` share."""
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="of the prior draws (default 1.0)")
+    p.add_argument("--out", help="PNG file to write; it must not exist (default: a new file in RUN_DIR)")
+    p.add_argument("--seed", type=int, help="of every draw (default: the run's seed)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--readjust-bn",
+        action=argparse.BooleanOptionalAction,
+        help="re-estimate BatchNorm statistics from the model's own samples before decoding prior "
+        "draws, as genzoo sample does (default: the run's evaluation.bn_readjust)",
+    )
+    p.add_argument("--resize", action="store_true", help="resize image files to the model's size (stretched)")
+    p.add_argument(
+        "--convert", action="store_true", help="convert image files grey <-> RGB as the model needs"
+    )
+    p.add_argument(
+        "--binarize",
+        choices=("threshold", "bernoulli"),
+        default="threshold",
+        help="for a binarized model (num_bits 1), how an image file's grey levels k become 0 or 1: "
+        "threshold k >= 128 (default; as the built-in datasets read 1-bit data), or bernoulli: a "
+        "Bernoulli(k/255) draw per pixel, as dynamically binarized data (MNIST) are read in "
+        "training. Images of the run's dataset (test:12) are read as the run reads them",
+    )
+
+
+def _input_options(args: argparse.Namespace):
+    from genzoo.experiment.trained.inputs import InputOptions
+
+    return InputOptions(resize=args.resize, convert=args.convert, binarize=args.binarize)
+
+
+def _group_counts(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--keep-groups {text}: expected group counts separated by commas, e.g. 1,2,4"
+        ) from None
+
+
+@command("reconstruct", help="write a grid of reconstructions of images by a trained run, keeping k groups")
+def _configure_reconstruct(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files (PNG, JPEG) or images of the run's dataset as <split>:<index>, e.g. test:12",
+    )
+    p.add_argument(
+        "--keep-groups",
+        metavar="K,K,...",
+        help="a row per k: the posterior of the top k latent groups, the rest drawn from the prior at "
+        "--temperature (NVAE's figure; default 1,2,4,... below the number of groups). The first rows "
+        "are the inputs and their full reconstructions; one column per image",
+    )
+    _add_latent_args(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.trained.latents import reconstruct_run
+
+        print(
+            reconstruct_run(
+                args.run_dir,
+                args.images,
+                keep_groups=_group_counts(args.keep_groups),
+                temperature=args.temperature,
+                out=args.out,
+                seed=args.seed,
+                device=args.device,
+                readjust_bn=args.readjust_bn,
+                inputs=_input_options(args),
+            )
+        )
+        return 0
+
+    return run
+
+
+@command(
+    "interpolate", help="write an interpolation between two images in a trained run's latents, or a traversal"
+)
+def _configure_interpolate(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/runs/<run>/seed<k>)")
+    p.add_argument("a", help="an image file (PNG, JPEG) or an image of the run's dataset, e.g. test:12")
+    p.add_argument("b", nargs="?", help="the other end (not needed with --traverse)")
+    p.add_argument("--steps", type=int, default=8, help="frames (default 8)")
+    p.add_argument(
+        "--groups",
+        type=int,
+        metavar="K",
+        help="interpolate the top K latent groups only; the rest are one prior draw at --temperature, "
+        "shared by every frame (default: all groups)",
+    )
+    p.add_argument(
+        "--traverse",
+        type=int,
+        metavar="GROUP",
+        help="instead, traverse latent group GROUP (0 is the top group) of each image: its standardized "
+        "latent moved along one seeded direction, the other groups kept",
+    )
+    p.add_argument("--span", type=float, default=2.0, help="a traversal goes from -SPAN to SPAN (default 2)")
+    _add_latent_args(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from genzoo.experiment.trained.latents import interpolate_run
+
+        print(
+            interpolate_run(
+                args.run_dir,
+                args.a,
+                args.b,
+                steps=args.steps,
+                groups=args.groups,
+                traverse=args.traverse,
+                span=args.span,
+                temperature=args.temperature,
+                out=args.out,
+                seed=args.seed,
+                device=args.device,
+                readjust_bn=args.readjust_bn,
+                inputs=_input_options(args),
             )
         )
         return 0

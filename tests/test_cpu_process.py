@@ -147,13 +147,13 @@ def test_a_runs_threads_do_not_depend_on_other_genzoo_processes_training(tmp_pat
         assert other.stdout.readline().strip() == "training", other.stderr.read() if other.poll() else ""
         with cpu_share.cpu_training(True, register_folder=tmp_path / "register"):
             with pytest.warns(UserWarning, match=r"1 other genzoo process\(es\) train on this machine"):
-                row, seen = _train(tmp_path / "run", steps=20)
+                row, seen = _train(tmp_path / "run", steps=8)
         assert other.poll() is None  # it trained all along
     finally:
         other.kill()
         other.wait(30)
         torch.set_num_threads(before)
-    assert row["status"] == "finished" and seen == [cpu_share.resolve_threads("auto")] * 20
+    assert row["status"] == "finished" and seen == [cpu_share.resolve_threads("auto")] * 8
 
 
 def test_a_resumed_run_keeps_the_threads_it_started_with_on_another_machine(tmp_path, monkeypatch):
