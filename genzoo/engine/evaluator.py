@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from genzoo.engine.config import EvalConfig
 from genzoo.engine.distributed import DistContext, barrier, init_distributed
@@ -51,12 +51,6 @@ def _images(batch: Any) -> torch.Tensor:
 
 def _first_images(data: Dataset, n: int) -> torch.Tensor:
     return torch.stack([_images(data[i]) for i in range(min(n, len(data)))])  # type: ignore[arg-type]
-
-
-def _batches(data: Dataset, batch_size: int, device: torch.device, indices: range) -> Iterator[torch.Tensor]:
-    loader = DataLoader(Subset(data, list(indices)), batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        yield _images(batch).to(device)
 
 
 def held_out_draw_seed(seed: int, index: int) -> int:
@@ -187,13 +181,27 @@ def _rank0_figures(
     results["params"] = counts.pop("total")
     results.update({f"params_{k}": v for k, v in counts.items()})
     if config.fid:
-        results["fid"] = _fid(model, reference_data or test_data, config, device, dataset_name)
+        results["fid"] = _fid(model, reference_data or test_data, config, device, dataset_name, seed)
     return results
 
 
+FID_REFERENCE_SEED = 0
+"""The seed of the FID reference images' draws (their dynamic binarization,
+:func:`held_out_batches`): one for every run, as their statistics are cached per dataset."""
+
+
 def _fid(
-    model: Hierarchy, reference: Dataset, config: EvalConfig, device: torch.device, dataset_name: str | None
+    model: Hierarchy,
+    reference: Dataset,
+    config: EvalConfig,
+    device: torch.device,
+    dataset_name: str | None,
+    seed: int,
 ) -> float:
+    """FID of ``config.fid_num_samples`` samples against the reference split. The samples come
+    from a generator seeded with ``seed`` alone and the reference images from their own
+    (``FID_REFERENCE_SEED``), so the figure does not depend on what was drawn before it, nor on
+    whether the reference statistics were read from the cache or computed."""
     from genzoo.engine.fid import cache_file_for, fid_score, inception_extractor
 
     extractor = inception_extractor(config.fid_weights_path, device)
@@ -204,20 +212,22 @@ def _fid(
 
     def generated() -> Iterator[torch.Tensor]:
         iters = config.bn_readjust_iters if config.bn_readjust else 0
-        with readjusted_batchnorm(
-            model,
-            temperature=config.fid_temperature,
-            iterations=iters,
-            batch_size=config.bn_readjust_batch_size,
-        ):
-            for start in range(0, config.fid_num_samples, config.batch_size):
-                yield model.sample(
-                    min(config.batch_size, config.fid_num_samples - start), config.fid_temperature
-                )
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # before the BatchNorm readjustment, which samples too
+            with readjusted_batchnorm(
+                model,
+                temperature=config.fid_temperature,
+                iterations=iters,
+                batch_size=config.bn_readjust_batch_size,
+            ):
+                for start in range(0, config.fid_num_samples, config.batch_size):
+                    yield model.sample(
+                        min(config.batch_size, config.fid_num_samples - start), config.fid_temperature
+                    )
 
     return fid_score(
         generated(),
-        lambda: _batches(reference, config.batch_size, device, range(count)),
+        lambda: held_out_batches(reference, config.batch_size, device, range(count), seed=FID_REFERENCE_SEED),
         extractor,
         device,
         cache_file=cache,
