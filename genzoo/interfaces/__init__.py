@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # what static tools see; at run time each name is imported on
     from genzoo.interfaces.cell import RESAMPLE_MODES, Cell, GateLayer
     from genzoo.interfaces.dataset import ImageDataset
     from genzoo.interfaces.gate import ChannelGate
-    from genzoo.interfaces.hierarchy import GroupInfo, Hierarchy, HierarchyOutput
+    from genzoo.interfaces.hierarchy import Encoding, GroupInfo, Hierarchy, HierarchyOutput, LatentStep
     from genzoo.interfaces.latent import LatentGroup, LatentOutput
     from genzoo.interfaces.likelihood import OutputLikelihood
     from genzoo.interfaces.metric import Metric
@@ -65,6 +65,7 @@ __all__ = [
     "RESAMPLE_MODES",
     "Cell",
     "ChannelGate",
+    "Encoding",
     "GateLayer",
     "GroupInfo",
     "Hierarchy",
@@ -72,6 +73,7 @@ __all__ = [
     "ImageDataset",
     "LatentGroup",
     "LatentOutput",
+    "LatentStep",
     "Metric",
     "OutputLikelihood",
     "Regularizer",
