@@ -96,6 +96,20 @@ def test_quickstart_smoke_writes_the_report(tmp_path):
     grid = cli("sample", str(exp / "runs" / "nvae" / "seed0"), "-t", "0.7", "-n", "4", cwd=tmp_path)
     assert grid.returncode == 0, grid.stderr
     assert Path(grid.stdout.strip()).exists()
+    # what the README's "After training" does with a quickstart run (in-process: the commands'
+    # own tests are tests/test_evaluate_cli.py, test_export.py and test_cli_latents.py)
+    from genzoo.cli import main
+
+    run_dir = exp / "runs" / "nvae" / "seed0"
+    for command in (
+        ["evaluate", str(run_dir), "--iw-samples", "3", "--max-images", "8", "--no-progress"],
+        ["reconstruct", str(run_dir), "test:0", "test:1", "--keep-groups", "1"],
+        ["interpolate", str(run_dir), "test:0", "test:1", "--steps", "3"],
+        ["export", str(run_dir), str(tmp_path / "model")],
+    ):
+        assert main(command) == 0, command
+    model = genzoo.load_model(tmp_path / "model")
+    assert model.sample(2, temperature=0.7).shape == (2, *model.image_shape)
 
 
 def write_idx(path: Path, images: np.ndarray) -> None:
