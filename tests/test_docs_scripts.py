@@ -133,6 +133,39 @@ def test_table_and_plot_from_an_experiment_folder(stability_plot, tmp_path):
     assert stability_plot.main([str(tmp_path / "empty"), str(out)]) == 2
 
 
+def test_counts_give_the_tests_of_the_run_folders(stability_plot, tmp_path):
+    """A CSV of counts (a matrix whose run folders are gone) gives the same rates, Fisher tests,
+    regression and power as the folders of those runs."""
+    folders = tmp_path / "runs"
+    for seed in range(6):
+        for lr, diverging_seeds in ((0.07, 2), (0.1, 5)):
+            for name, spectral, extra in (("off", False, 0), ("on", True, -1)):
+                diverged = seed < max(diverging_seeds + extra, 0)
+                write_run(
+                    folders, f"{name}_{lr}", seed, cells="conv", spectral=spectral, lr=lr,
+                    status="diverged" if diverged else "finished", nll=None if diverged else 100.0,
+                    losses=[100, 90, 80], norms=[5, 5, 5],
+                )  # fmt: skip
+    from_folders = stability_plot.table(stability_plot.collect(folders))
+    counts = tmp_path / "counts.csv"
+    counts.write_text(
+        "setting,lr,diverged,runs\n"
+        '"standard HVAE, spectral off",0.07,2,6\n"standard HVAE, spectral off",0.1,5,6\n'
+        '"standard HVAE, spectral 0.01",0.07,1,6\n"standard HVAE, spectral 0.01",0.1,4,6\n'
+    )
+    from_counts = stability_plot.table(stability_plot.collect_counts(counts), counts_only=True)
+    tests_of = lambda text: text[text.index("| cells | lr | spectral |") :]  # noqa: E731
+    assert tests_of(from_counts) == tests_of(from_folders)
+    assert "| standard HVAE, spectral off | 0.1 | 5 / 6 |" in from_counts
+    assert "skipped steps" not in from_counts  # per-run columns are not made up from counts
+    out = tmp_path / "plot.png"
+    assert stability_plot.main([str(counts), str(out)]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text('setting,lr,diverged,runs\n"standard HVAE, spectral off",0.1,7,6\n')
+    with pytest.raises(SystemExit, match=r"bad.csv, line 2: .*7 of 6"):
+        stability_plot.collect_counts(bad)
+
+
 def write_results(root: Path, rows: list[dict]) -> Path:
     path = ExperimentPaths(root).results_json
     path.parent.mkdir(parents=True, exist_ok=True)

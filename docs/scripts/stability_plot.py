@@ -3,6 +3,13 @@
 ``experiments/exercise2_mnist.yaml``); also prints the tables behind it.
 
     python docs/scripts/stability_plot.py runs/exercise2_power docs/images/exercise2_power.png
+    python docs/scripts/stability_plot.py docs/data/exercise2_edge/counts.csv docs/images/exercise2_edge.png
+
+The second form reads a matrix's divergence counts instead of its run folders (a CSV with the
+columns ``setting``, ``lr``, ``diverged`` and ``runs``, one row per cell, ``setting`` written as
+:func:`setting_of` writes it): the rates, Fisher's tests, the logistic regression and the power
+depend on the counts alone, so they come out as from the run folders; the per-run columns
+(skipped steps, gradient norms, loss spikes, survivors' NLL) are left out.
 
 A setting is the hierarchy's cells (NVAE's, or a standard hierarchical VAE's conv cells) and its
 spectral regularization (off, a coefficient, or a coefficient annealed from ``coeff_init``); its
@@ -88,6 +95,33 @@ SPIKE_FACTOR, SPIKE_WINDOW = 2.0, 5
 of the ``SPIKE_WINDOW`` logged steps before it."""
 
 
+def collect_counts(path: Path) -> dict[tuple[str, float], list[dict]]:
+    """``{(setting, lr): [rows]}`` from a CSV of counts (see the module doc): ``diverged`` rows of
+    status ``diverged`` and ``runs - diverged`` of status ``finished`` per cell."""
+    import csv
+
+    groups: dict[tuple[str, float], list[dict]] = {}
+    with path.open(newline="") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                setting, lr = row["setting"], float(row["lr"])
+                diverged, runs = int(row["diverged"]), int(row["runs"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SystemExit(
+                    f"{path}, line {line}: expected the columns setting, lr, diverged, runs "
+                    f"(a number each but setting); {exc!r}"
+                ) from None
+            if ", spectral " not in setting or not 0 <= diverged <= runs:
+                raise SystemExit(
+                    f"{path}, line {line}: expected a setting like 'standard HVAE, spectral off' and "
+                    f"0 <= diverged <= runs, got {setting!r}, {diverged} of {runs}"
+                )
+            groups[(setting, lr)] = [{"status": "diverged"}] * diverged + [{"status": "finished"}] * (
+                runs - diverged
+            )
+    return groups
+
+
 def log_summary(metrics: Path) -> dict:
     """``max_grad_norm`` and ``loss_spikes`` of one run's logged training steps (finite values only;
     a run without a readable log gets neither)."""
@@ -117,9 +151,18 @@ def log_summary(metrics: Path) -> dict:
     return {"max_grad_norm": max(late) if late else None, "loss_spikes": spikes}
 
 
-def table(groups: dict[tuple[str, float], list[dict]]) -> str:
+def table(groups: dict[tuple[str, float], list[dict]], *, counts_only: bool = False) -> str:
     """Markdown: per setting and rate, diverged/runs with the interval, skipped steps, the
-    survivors' test NLL; then Fisher's test of spectral on against off at each rate."""
+    survivors' test NLL (not with ``counts_only``); then Fisher's test of spectral on against off
+    at each rate, the logistic regression and the power."""
+    if counts_only:
+        lines = ["| setting | lr | diverged / runs | rate (95% CI) |", "| --- | ---: | ---: | --- |"]
+        for (setting, lr), rows in sorted(groups.items()):
+            p = binomial_interval(_diverged(rows), len(rows))
+            lines.append(
+                f"| {setting} | {lr:g} | {_diverged(rows)} / {len(rows)} | {p.rate:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] |"
+            )
+        return "\n".join(lines + ["", *_tests(groups)])
     lines = [
         "| setting | lr | diverged / runs | rate (95% CI) | skipped steps (mean) | largest grad norm, 2nd half (median of runs) "
         "| loss spikes (mean) | survivors' test nats (IW, else ELBO) |",
@@ -147,19 +190,17 @@ def table(groups: dict[tuple[str, float], list[dict]]) -> str:
             f"{skipped.mean if skipped else 0:.1f} | {statistics.median(norms) if norms else float('nan'):.3g} | "
             f"{spikes.mean if spikes else 0:.1f} | {nll_text} |"
         )
-    return "\n".join(
-        lines
-        + [
-            "",
-            fisher_table(groups),
-            "",
-            regression_text(groups),
-            "",
-            power_table(groups),
-            "",
-            realized_power_table(groups),
-        ]
-    )
+    return "\n".join(lines + ["", *_tests(groups)])
+
+
+def _tests(groups: dict[tuple[str, float], list[dict]]) -> list[str]:
+    sections = [
+        fisher_table(groups),
+        regression_text(groups),
+        power_table(groups),
+        realized_power_table(groups),
+    ]
+    return [line for section in sections for line in (section, "")][:-1]
 
 
 def _diverged(rows: list[dict]) -> int:
@@ -295,10 +336,18 @@ def plot(groups: dict[tuple[str, float], list[dict]], out: Path) -> None:
         p = binomial_interval(sum(r["status"] == "diverged" for r in rows), len(rows))
         by_setting[setting].append((lr, p.rate, p.rate - p.ci_low, p.ci_high - p.rate))
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    all_lrs = [lr for _, lr in groups]
+    # keep overlapping intervals apart by a small part of the rates' span, so that no point
+    # moves near the next learning rate
+    dodge = (
+        min(0.04, 0.1 * math.log(max(all_lrs) / min(all_lrs)) / len(by_setting))
+        if len(set(all_lrs)) > 1
+        else 0.04
+    )
     for i, (setting, points) in enumerate(sorted(by_setting.items())):
         points.sort()
         lrs, rates, lo, hi = zip(*points)
-        shift = 1 + 0.04 * (i - (len(by_setting) - 1) / 2)  # keep overlapping intervals apart
+        shift = 1 + dodge * (i - (len(by_setting) - 1) / 2)
         ax.errorbar([x * shift for x in lrs], rates, yerr=[lo, hi], marker="o", capsize=3, label=setting)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (Adamax, peak)")
@@ -316,16 +365,19 @@ def plot(groups: dict[tuple[str, float], list[dict]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "exp_dir", type=Path, help="the experiment's output folder, e.g. runs/exercise2_mnist"
+        "exp_dir",
+        type=Path,
+        help="the experiment's output folder, e.g. runs/exercise2_mnist, or a CSV of divergence counts",
     )
     parser.add_argument("out", type=Path, help="the PNG to write")
     args = parser.parse_args(argv)
-    groups = collect(args.exp_dir)
+    counts_only = args.exp_dir.suffix == ".csv"
+    groups = collect_counts(args.exp_dir) if counts_only else collect(args.exp_dir)
     if not groups:
         print(f"{args.exp_dir}: no finished or diverged runs", file=sys.stderr)
         return 2
     plot(groups, args.out)
-    print(table(groups))
+    print(table(groups, counts_only=counts_only))
     print(f"\nplot: {args.out}")
     return 0
 
