@@ -87,17 +87,72 @@ def request(out_dir: Path, logging: LoggingConfig, *, config=QUICK, test=True, r
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """One run of the toy hierarchy (4 steps and the final evaluation) tracked by MLflow and W&B
-    at once, the way an experiment file's ``logging: {backends: [mlflow, wandb]}`` asks."""
+    """One run of the toy hierarchy (4 steps and the final evaluation) tracked by TensorBoard,
+    MLflow and W&B at once, the way an experiment file's ``logging: {backends: [tensorboard,
+    mlflow, wandb]}`` asks."""
     root = tmp_path_factory.mktemp("tracked")
     logging = LoggingConfig(
-        backends=("mlflow", "wandb"),
+        backends=("tensorboard", "mlflow", "wandb"),
         mlflow={"tracking_uri": (root / "mlruns").as_uri(), "experiment": "toy", "tags": {"team": "vae"}},
         wandb={"mode": "offline", "project": "toy", "group": "toy", "tags": ["smoke"]},
     )
     results = train_request(request(root / "run", logging))
     assert results["status"] == "finished"
     return root
+
+
+# -- TensorBoard --------------------------------------------------------------------------------
+def tensorboard_events(run_dir: Path):
+    """The run's TensorBoard events as TensorBoard itself reads them (its EventAccumulator, which
+    drops the events a resumed writer purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_holds_the_scalars_at_their_steps_the_grids_and_the_results(tracked):
+    run_dir = tracked / "run"
+    events = tensorboard_events(run_dir)
+    train = read_metrics(run_dir / "metrics.jsonl", "train")
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in train] == [1, 2, 3, 4]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in train], rel=1e-6)
+    results = json.loads((run_dir / "results.json").read_text())
+    (elbo,) = events.Scalars("eval/test_nats_elbo")
+    assert elbo.step == 4 and elbo.value == pytest.approx(results["test_nats_elbo"], rel=1e-6)
+    images = events.Tags()["images"]
+    assert sorted(images) == ["images/reconstructions", "images/samples_t1"]
+    from PIL import Image
+
+    (image,) = events.Images("images/samples_t1")
+    with Image.open(run_dir / "samples_t1.png") as grid:
+        assert (image.width, image.height) == grid.size
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    text = EventMultiplexer({"run": str(run_dir / "tensorboard")})
+    text.Reload()
+    (tensor,) = text.Tensors("run", "results/text_summary")
+    table = tensor.tensor_proto.string_val[0].decode()
+    assert f"| test_nats_elbo | {results['test_nats_elbo']} |" in table
+
+
+def test_a_resumed_run_purges_the_tensorboard_steps_it_trains_again(tmp_path):
+    """A crash in step 6 of 6 after the checkpoint at step 3: the resumed session trains steps 4
+    and 5 again, and TensorBoard shows each step once, with the resumed session's values."""
+    logging = LoggingConfig(backends=("tensorboard",))
+    config = QUICK.replace(steps=6, checkpoint_every=3)
+    with pytest.raises(RuntimeError, match="crash in step 6"):
+        train_request(
+            request(tmp_path / "run", logging, config=config, test=False, regularizers=[CrashAt(6)])
+        )
+    assert [e.step for e in tensorboard_events(tmp_path / "run").Scalars("train/loss")] == [1, 2, 3, 4, 5]
+    train_request(request(tmp_path / "run", logging, config=config, test=False, regularizers=[CrashAt(None)]))
+    loss = tensorboard_events(tmp_path / "run").Scalars("train/loss")
+    own = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    assert [e.step for e in loss] == [r["step"] for r in own] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in own], rel=1e-5)
 
 
 # -- MLflow -------------------------------------------------------------------------------------

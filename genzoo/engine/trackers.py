@@ -175,9 +175,12 @@ class TensorBoardTracker(Tracker):
             self._writer.add_scalar(f"{kind}/{name}", value, step)
 
     def log_image(self, name: str, path: Path, step: int) -> None:
-        from torchvision.io import ImageReadMode, read_image
+        import numpy as np
+        from PIL import Image
 
-        self._writer.add_image(f"images/{name}", read_image(str(path), ImageReadMode.RGB), step)
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        self._writer.add_image(f"images/{name}", pixels, step, dataformats="HWC")
 
     def log_final(self, results: Mapping[str, Any], step: int) -> None:
         rows = [f"| {key} | {value} |" for key, value in results.items() if not isinstance(value, Mapping)]
