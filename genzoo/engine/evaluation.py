@@ -88,6 +88,10 @@ def evaluate_likelihood(
     ``num_images`` and, with ``iw_samples > 0``, ``nats_iw``, ``bpd_iw`` and
     ``iw_samples``. Under DDP each rank passes its own shard; the sums are all-reduced, so
     every rank returns the figures of the whole set.
+
+    The importance samples of each batch come from a generator of their own, seeded by one draw
+    from the global CPU generator that is made whether or not ``iw_samples`` is set: the ELBO's
+    draws, and so the ELBO, are the same for every K (0 included).
     """
     groups = model.groups
     device = next(model.parameters()).device
@@ -102,6 +106,7 @@ def evaluate_likelihood(
     mean_sq_sum = [torch.zeros(g.num_latents, dtype=torch.float64, device=device) for g in groups]
     with eval_mode(model):
         for x in batches:
+            iw_seed = int(torch.randint(0, 2**62, (), device="cpu"))
             out = model(x)
             sums["count"] += x.shape[0]
             sums["nelbo"] -= out.elbo.double().sum()
@@ -112,9 +117,10 @@ def evaluate_likelihood(
                 mean_sum[i] += q_mean.sum(0)
                 mean_sq_sum[i] += q_mean.square().sum(0)
             if iw_samples > 0:
-                sums["nll_iw"] -= importance_weighted_log_likelihood(
-                    model, x, iw_samples, iw_batch_size
-                ).sum()
+                with _seeded_draws(iw_seed, device):
+                    sums["nll_iw"] -= importance_weighted_log_likelihood(
+                        model, x, iw_samples, iw_batch_size
+                    ).sum()
     for value in [*sums.values(), *mean_sum, *mean_sq_sum]:
         all_reduce_(value)
     n = sums["count"].item()
