@@ -554,6 +554,40 @@ def test_a_tracker_that_cannot_start_stops_the_run_before_it_trains(tmp_path):
         RunLogger(tmp_path, total_steps=2, progress_bar=False, trackers=[ListTracker(fail_on="start")])
 
 
+def test_train_and_trainer_take_the_logging_of_an_experiment_file(tmp_path):
+    """From Python, ``train(..., logging=...)`` chooses the trackers as ``logging:`` does in a
+    file: MLflow alone here (no TensorBoard folder), and none with ``backends=[]``."""
+    from genzoo.engine import train
+
+    store = tmp_path / "mlruns"
+    torch.manual_seed(0)
+    results = train(
+        TinyVAE(), ToyImages(16), None, QUICK, tmp_path / "mlflow", host=PluginHost(),
+        logging=LoggingConfig(backends=("mlflow",), mlflow={"tracking_uri": store.as_uri()}),
+    )  # fmt: skip
+    assert results["status"] == "finished"
+    run_id = json.loads((tmp_path / "mlflow" / "trackers.json").read_text())["mlflow"]["run_id"]
+    history = mlflow_client(store).get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert not (tmp_path / "mlflow" / "tensorboard").exists()
+
+    train(
+        TinyVAE(),
+        ToyImages(16),
+        None,
+        QUICK,
+        tmp_path / "none",
+        host=PluginHost(),
+        logging=LoggingConfig(backends=()),
+    )
+    assert (
+        not (tmp_path / "none" / "tensorboard").exists()
+        and not (tmp_path / "none" / "trackers.json").exists()
+    )
+    train(TinyVAE(), ToyImages(16), None, QUICK, tmp_path / "default", host=PluginHost())
+    assert (tmp_path / "default" / "tensorboard").is_dir()  # TensorBoard is installed with dev
+
+
 def test_the_runner_hands_each_runs_logging_to_the_engine(tmp_path):
     from genzoo.engine.distributed import init_distributed
     from genzoo.experiment.run import runner

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from genzoo.engine import compilation
 from genzoo.engine.batches import TrainingBatches, batch_images
-from genzoo.engine.config import EvalConfig, TrainConfig
+from genzoo.engine.config import EvalConfig, LoggingConfig, TrainConfig
 from genzoo.engine.devices import (
     device_type,
     grad_scaler,
@@ -83,6 +83,8 @@ class Trainer:
     :param dataset_name: names the dataset for the FID reference-statistics cache.
     :param row_fields: fields the caller puts into the run's row of results; the row is written
         once, complete.
+    :param logging: a :class:`LoggingConfig`: the trackers besides ``metrics.jsonl`` (default:
+        TensorBoard where it is installed), as an experiment file's ``logging:`` section.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Trainer:
         run_config: Mapping[str, Any] | None = None,
         dataset_name: str | None = None,
         row_fields: Mapping[str, Any] | None = None,
+        logging: LoggingConfig | None = None,
     ) -> None:
         self._take(
             RunRequest(
@@ -115,6 +118,7 @@ class Trainer:
                 run_config=run_config or {},
                 dataset_name=dataset_name,
                 host=host,
+                logging=logging or LoggingConfig(),
             )
         )
 
@@ -487,6 +491,7 @@ def train(
     run_config: Mapping[str, Any] | None = None,
     dataset_name: str | None = None,
     row_fields: Mapping[str, Any] | None = None,
+    logging: LoggingConfig | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and evaluate it: the :class:`Trainer` of the
     :class:`~genzoo.engine.request.RunRequest` its arguments make (their meaning is
@@ -520,6 +525,7 @@ def train(
         run_config=run_config,
         dataset_name=dataset_name,
         row_fields=row_fields,
+        logging=logging,
     )
     return trainer.fit(resume=resume)
 
