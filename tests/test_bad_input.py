@@ -1,5 +1,8 @@
 """Bad input, case by case: each gives exit code 2, one line naming the file, the key or value
-and what was expected, and no traceback (unless --debug). See docs/reliability.md."""
+and what was expected, and no traceback (unless --debug). See docs/reliability.md.
+
+The commands run in the test's own process (``cli_in_process``: torch is imported once, not once
+a case), but for one run in a subprocess, as a user runs it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import cli_in_process, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +59,13 @@ variants:
 
 
 def cli(*args, cwd, env_extra=None):
-    # the experiment folder is on PYTHONPATH, so that experiment plugins written there import
+    """The command in this process (tests/cli_helpers.py says what that changes); the experiment
+    folder is on the import path, so that experiment plugins written there import."""
+    return cli_in_process(*args, cwd=cwd, pythonpath=cwd, env_extra=env_extra)
+
+
+def cli_subprocess(*args, cwd, env_extra=None):
+    """The command as a user runs it, in a fresh interpreter of its own."""
     return run_cli(*args, cwd=cwd, pythonpath=cwd, env_extra=env_extra, timeout=300)
 
 
@@ -310,7 +319,10 @@ def test_variant_name_cannot_escape_the_output_folder(tmp_path):
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
-    out = cli("run", str(write_experiment(tmp_path)), "--only", "vae", "--out", str(blocker), cwd=tmp_path)
+    # a subprocess: the one line is all a fresh interpreter prints, its imports and exit included
+    out = cli_subprocess(
+        "run", str(write_experiment(tmp_path)), "--only", "vae", "--out", str(blocker), cwd=tmp_path
+    )
     assert_clean_error(out, "cannot create the output folder")
     assert blocker.read_text() == "a file where the output folder should be"
 
