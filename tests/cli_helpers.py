@@ -78,6 +78,7 @@ def cli_in_process(*args, cwd, pythonpath=None, env_extra=None) -> subprocess.Co
     - signals go to the test process; a ``KeyboardInterrupt`` that ``genzoo.cli.main`` lets
       through is raised to the test, not turned into an exit code;
     - ``atexit`` handlers do not run, and threads the command leaves behind keep running;
+    - what is measured of the whole process (a run's peak memory) is the test process's;
     - the C library's allocator thresholds that ``genzoo run`` sets
       (:mod:`genzoo.machine.allocator`) stay set for the rest of the test session, as other
       process-wide settings outside the list above (CUDA's generators, torch's inter-op threads);

@@ -1,4 +1,6 @@
-"""The ``genzoo`` command, run as a user runs it: in a subprocess, from another folder."""
+"""The ``genzoo`` command, run from another folder: in the test's own process (``cli_in_process``,
+which gives what a subprocess would), and in a subprocess, as a user runs it, where the point is
+a process of its own."""
 
 from __future__ import annotations
 
@@ -8,13 +10,19 @@ import sys
 import textwrap
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import cli_in_process, run_cli
 from plugin_fixtures import GATE_PLUGIN, make_distribution
 
 import genzoo
 
 
 def genzoo_cli(*args, cwd, env_extra=None, pythonpath=None):
+    """The command in this process (tests/cli_helpers.py says what that changes)."""
+    return cli_in_process(*args, cwd=cwd, env_extra=env_extra, pythonpath=pythonpath)
+
+
+def genzoo_cli_subprocess(*args, cwd, env_extra=None, pythonpath=None):
+    """The command in a fresh interpreter of its own, as a user runs it."""
     return run_cli(*args, cwd=cwd, env_extra=env_extra, pythonpath=pythonpath, timeout=120)
 
 
@@ -189,7 +197,8 @@ def test_sample_redraws_the_runs_own_grid(tiny_run, tmp_path, temperature):
     """By default `genzoo sample` draws as the run's evaluation drew its samples_t<T>.png: the run's
     seed, its number of samples, BatchNorm readjusted with its settings, the same chunks and rows."""
     grid = tmp_path / "grid.png"
-    out = genzoo_cli(
+    # a subprocess: a process of its own, sharing nothing with the one that trained, redraws the grid
+    out = genzoo_cli_subprocess(
         "sample", str(tiny_run), "-t", temperature, "--out", str(grid), cwd=tmp_path, env_extra=ONE_THREAD
     )
     assert out.returncode == 0, out.stderr
@@ -206,7 +215,8 @@ def test_sample_without_bn_readjustment_draws_another_grid(tiny_run, tmp_path):
     readjusted = ["--readjust-bn", "--bn-readjust-iters", "3", "--bn-readjust-batch-size", "5"]
     for flags, same in ((["--no-readjust-bn"], False), (readjusted, True)):
         grid = tmp_path / f"grid_{same}.png"
-        out = genzoo_cli(
+        # a subprocess: a process of its own, sharing nothing with the one that trained, redraws the grid
+        out = genzoo_cli_subprocess(
             "sample", str(tiny_run), "--out", str(grid), *flags, cwd=tmp_path, env_extra=ONE_THREAD
         )
         assert out.returncode == 0, out.stderr
