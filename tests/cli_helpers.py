@@ -17,16 +17,18 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 
-KEPT_GENZOO_VARIABLE = "GENZOO_CPU_REGISTER"
-"""The one ``GENZOO_*`` variable the command keeps: the session's own register of CPU training
-(tests/conftest.py)."""
+KEPT_GENZOO_VARIABLES = ("GENZOO_CPU_REGISTER", "GENZOO_DISABLE_PLUGIN_AUTOLOAD")
+"""The ``GENZOO_*`` variables the command keeps, as the test has them: the session's own register
+of CPU training, and autoload off for the session unless the test turned it on with the
+``autoload`` fixture (tests/conftest.py), so that the command loads no plugin of whoever runs
+the tests."""
 
 
 def cli_environment(pythonpath=None, env_extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment the command runs in: this process's, less every ``GENZOO_*`` variable but
-    :data:`KEPT_GENZOO_VARIABLE`, with ``pythonpath`` prepended to ``PYTHONPATH`` and
+    :data:`KEPT_GENZOO_VARIABLES`, with ``pythonpath`` prepended to ``PYTHONPATH`` and
     ``env_extra`` applied last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_") or k == KEPT_GENZOO_VARIABLE}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENZOO_") or k in KEPT_GENZOO_VARIABLES}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH", "")]))
     env.update(env_extra or {})

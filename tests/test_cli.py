@@ -54,7 +54,7 @@ def test_list_filters_by_kind(tmp_path):
     assert "nvae.se" in out.stdout and "baselines.none_gate" in out.stdout
 
 
-def test_plugins_shows_name_source_version_and_keys(tmp_path):
+def test_plugins_shows_name_source_version_and_keys(tmp_path, autoload):
     site = make_distribution(
         tmp_path / "site",
         "genzoo-double",
@@ -72,7 +72,7 @@ def test_plugins_shows_name_source_version_and_keys(tmp_path):
     assert "double" not in out.stdout
 
 
-def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_path):
+def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_path, autoload):
     site = make_distribution(
         tmp_path / "site",
         "genzoo-broken",
@@ -91,7 +91,7 @@ def test_broken_plugin_exits_2_with_one_line_and_traceback_only_with_debug(tmp_p
     assert out.returncode == 2 and "Traceback" in out.stderr
 
 
-def test_duplicate_key_from_an_installed_plugin_exits_2_naming_both(tmp_path):
+def test_duplicate_key_from_an_installed_plugin_exits_2_naming_both(tmp_path, autoload):
     site = make_distribution(
         tmp_path / "site",
         "genzoo-clash",
