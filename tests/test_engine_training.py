@@ -55,7 +55,9 @@ def _model(seed: int = 0) -> TinyVAE:
     return TinyVAE()
 
 
-def test_ctrl_c_raises_after_the_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_ctrl_c_raises_after_the_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one(
+    tmp_path, request
+):
     """From Python, Ctrl-C stops ``train()`` as it stops any script, with a KeyboardInterrupt, but
     only after the step in flight and its checkpoint; training again resumes from it."""
     # 48 images / 16 per batch = 3 steps per epoch, so the run stops in the middle of an epoch.
@@ -75,6 +77,10 @@ def test_ctrl_c_raises_after_the_checkpoint_and_the_resumed_run_matches_an_unint
             host=_host(*plugins),
         )
 
+    # the caller's Ctrl-C as an interactive Python has it, whatever started the tests (a
+    # background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     straight_model = _model()
     straight = fit(straight_model, tmp_path / "a")
 
