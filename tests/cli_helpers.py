@@ -16,6 +16,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
+from unittest import mock
 
 KEPT_GENZOO_VARIABLES = ("GENZOO_CPU_REGISTER", "GENZOO_DISABLE_PLUGIN_AUTOLOAD")
 """The ``GENZOO_*`` variables the command keeps, as the test has them: the session's own register
@@ -91,7 +92,7 @@ def cli_in_process(*args, cwd, pythonpath=None, env_extra=None) -> subprocess.Co
     out, err = io.StringIO(), io.StringIO()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_working_directory(cwd))
-        stack.enter_context(_environment(cli_environment(pythonpath, env_extra)))
+        stack.enter_context(mock.patch.dict(os.environ, cli_environment(pythonpath, env_extra), clear=True))
         folders = [os.getcwd()] + ([os.path.abspath(str(pythonpath))] if pythonpath else [])
         stack.enter_context(_import_path(list(dict.fromkeys(folders))))
         stack.enter_context(_fresh_plugin_host())
@@ -132,25 +133,6 @@ def _working_directory(folder) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
-
-
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` holding exactly ``env`` for the duration, then what it held before."""
-    before = dict(os.environ)
-    _replace_environ(env)
-    try:
-        yield
-    finally:
-        _replace_environ(before)
-
-
-def _replace_environ(env: Mapping[str, str]) -> None:
-    for key in [k for k in os.environ if k not in env]:
-        del os.environ[key]
-    for key, value in env.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
 
 
 @contextlib.contextmanager
