@@ -157,11 +157,7 @@ def table(groups: dict[tuple[str, float], list[dict]], *, counts_only: bool = Fa
     at each rate, the logistic regression and the power."""
     if counts_only:
         lines = ["| setting | lr | diverged / runs | rate (95% CI) |", "| --- | ---: | ---: | --- |"]
-        for (setting, lr), rows in sorted(groups.items()):
-            p = binomial_interval(_diverged(rows), len(rows))
-            lines.append(
-                f"| {setting} | {lr:g} | {_diverged(rows)} / {len(rows)} | {p.rate:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] |"
-            )
+        lines += [_rate_cells(setting, lr, rows) + " |" for (setting, lr), rows in sorted(groups.items())]
         return "\n".join(lines + ["", *_tests(groups)])
     lines = [
         "| setting | lr | diverged / runs | rate (95% CI) | skipped steps (mean) | largest grad norm, 2nd half (median of runs) "
@@ -169,8 +165,6 @@ def table(groups: dict[tuple[str, float], list[dict]], *, counts_only: bool = Fa
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for (setting, lr), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        k = sum(r["status"] == "diverged" for r in rows)
-        p = binomial_interval(k, len(rows))
         skipped = summarize(r.get("skipped_steps") for r in rows)
         survivors = [r for r in rows if r["status"] == "finished"]
         key = (
@@ -186,7 +180,7 @@ def table(groups: dict[tuple[str, float], list[dict]], *, counts_only: bool = Fa
         norms = [r["max_grad_norm"] for r in rows if r.get("max_grad_norm") is not None]
         spikes = summarize(r.get("loss_spikes") for r in rows)
         lines.append(
-            f"| {setting} | {lr:g} | {k} / {len(rows)} | {p.rate:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] | "
+            f"{_rate_cells(setting, lr, rows)} | "
             f"{skipped.mean if skipped else 0:.1f} | {statistics.median(norms) if norms else float('nan'):.3g} | "
             f"{spikes.mean if spikes else 0:.1f} | {nll_text} |"
         )
@@ -205,6 +199,13 @@ def _tests(groups: dict[tuple[str, float], list[dict]]) -> list[str]:
 
 def _diverged(rows: list[dict]) -> int:
     return sum(r["status"] == "diverged" for r in rows)
+
+
+def _rate_cells(setting: str, lr: float, rows: list[dict]) -> str:
+    """``| setting | lr | diverged / runs | rate [95% CI]`` of one cell (the row's first columns)."""
+    k = _diverged(rows)
+    p = binomial_interval(k, len(rows))
+    return f"| {setting} | {lr:g} | {k} / {len(rows)} | {p.rate:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}]"
 
 
 def fisher_table(groups: dict[tuple[str, float], list[dict]]) -> str:
@@ -333,7 +334,7 @@ def plot(groups: dict[tuple[str, float], list[dict]], out: Path) -> None:
 
     by_setting: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     for (setting, lr), rows in groups.items():
-        p = binomial_interval(sum(r["status"] == "diverged" for r in rows), len(rows))
+        p = binomial_interval(_diverged(rows), len(rows))
         by_setting[setting].append((lr, p.rate, p.rate - p.ci_low, p.ci_high - p.rate))
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     all_lrs = [lr for _, lr in groups]
