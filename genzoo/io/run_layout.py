@@ -3,7 +3,7 @@
 Layout::
 
     OUT/<experiment>/                 ExperimentPaths
-      experiment.json                 what was asked: file, profile, overrides, plugins, runs
+      experiment.json                 what was asked: every run asked for and the command that asked for each
       experiment.lock                 held while experiment.json or the report is written (never removed)
       report.md  results.csv  results.json  curves.png   (written by the report only)
       archive/<timestamp>/...         earlier results moved aside by --fresh, never deleted

@@ -5,7 +5,6 @@ mostly noise), the same seed, the same chunks."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ import yaml
 
 from genzoo import __version__
 from genzoo.errors import ConfigError
+from genzoo.experiment.run.outputs import run_invocation
 from genzoo.interfaces.hierarchy import Hierarchy
-from genzoo.io.run_layout import ExperimentPaths, RunPaths, new_file
+from genzoo.io.run_layout import RunPaths, new_file
 from genzoo.plugin.component_spec import ComponentSpec
 from genzoo.plugin.discovery import PluginHost, get_host
 
@@ -91,14 +91,8 @@ def load_experiment_plugins(run_dir: Path, host: PluginHost | None = None) -> No
     """Load the plugin modules the run's experiment listed (``plugins:`` in its file, recorded
     in ``OUT/<experiment>/experiment.json``), as ``genzoo report`` does: the run's components
     may come from them."""
-    parents = run_dir.resolve().parents  # the run is OUT/<experiment>/runs/<run>/seed<k>
-    manifest = ExperimentPaths(parents[2]).manifest if len(parents) > 2 else None
-    if manifest is None or not manifest.is_file():
-        return
-    try:
-        modules = json.loads(manifest.read_text()).get("plugins") or []
-    except (OSError, ValueError, AttributeError):
-        return  # the manifest is the experiment's, not needed to rebuild the model
+    invocation = run_invocation(run_dir)  # the run is OUT/<experiment>/runs/<run>/seed<k>
+    modules = (invocation or {}).get("plugins") or []
     host = host or get_host()
     for module in modules:
         host.load_module(module, source="experiment")

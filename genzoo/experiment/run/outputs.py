@@ -38,6 +38,31 @@ def confined(root: Path, *parts: str) -> Path:
     return path
 
 
+def run_invocation(run_dir: str | Path) -> dict[str, Any] | None:
+    """How the run in ``run_dir`` (``OUT/<experiment>/runs/<run>/seed<k>``) was asked for, from
+    its experiment's ``experiment.json``: the experiment's ``name`` and the ``file``,
+    ``profile``, ``overrides`` and ``plugins`` of the invocation that last asked for the run.
+    None where no readable ``experiment.json`` is there. A manifest written before genzoo
+    recorded them per run gives its top-level ones: the last invocation's, which may not be
+    the run's (a matrix run one seed at a time)."""
+    run_dir = Path(run_dir).resolve()
+    parents = run_dir.parents
+    if len(parents) < 3:
+        return None
+    try:
+        manifest = json.loads(ExperimentPaths(parents[2]).manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    recorded = (manifest.get("invocations") or {}).get(f"{run_dir.parent.name}/{run_dir.name}")
+    source = recorded if isinstance(recorded, dict) else manifest
+    return {
+        "name": manifest.get("name"),
+        **{k: source.get(k) for k in ("file", "profile", "overrides", "plugins")},
+    }
+
+
 class ExperimentDir:
     """The output folder of one experiment."""
 
@@ -50,6 +75,11 @@ class ExperimentDir:
         paths = self.paths.run(run.name, run.seed)
         confined(self.root, str(paths.dir.relative_to(self.root)))
         return paths
+
+    def _has_folder(self, run_id: str) -> bool:
+        """Whether the run ``name/seedN`` of an earlier ``experiment.json`` has its folder."""
+        name, _, seed = run_id.rpartition("/seed")
+        return bool(name) and seed.isdigit() and self.paths.run(name, int(seed)).dir.is_dir()
 
     # -- state of earlier runs ---------------------------------------------------------------
     @staticmethod
@@ -118,17 +148,53 @@ class ExperimentDir:
                 self.run_paths(run).dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GenzooError(f"cannot create the output folder {self.root}: {exc.strerror or exc}") from exc
-        manifest = {
-            "name": self.experiment.name,
+        with FileLock(self.paths.lock, record_owner=False):
+            self.remove_stale_temporaries(self.root)
+            manifest = self._manifest(runs)
+            atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
+
+    def _manifest(self, runs: list[RunSpec]) -> dict[str, Any]:
+        """``experiment.json`` after an invocation that asked for ``runs``: every run that this
+        or an earlier invocation asked for (``runs``: run id -> fingerprint, what ``genzoo
+        status`` and the report list) and, per run, the invocation that last asked for it
+        (``invocations``: experiment file, profile, ``--set`` overrides, plugin modules; what a
+        model card gives as the command). A matrix run one variant or seed at a time (``--only``, ``--set
+        seeds=[k]``) thus keeps its earlier runs and lists no run it never asked for. The
+        top-level ``file``, ``profile``, ``overrides`` and ``plugins`` are the last invocation's. Call it
+        under the experiment lock."""
+        try:
+            earlier = json.loads(self.paths.manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            earlier = {}
+        same = isinstance(earlier, dict) and earlier.get("name") == self.experiment.name
+        kept = earlier.get("runs") if same else None
+        fingerprints = {
+            run_id: fingerprint
+            for run_id, fingerprint in (kept.items() if isinstance(kept, dict) else ())
+            if self._has_folder(run_id)  # a run folder removed by hand is no longer listed
+        }
+        invocations = earlier.get("invocations") if same else None
+        if not isinstance(invocations, dict):
+            invocations = {}
+        # a run of a manifest that recorded no invocation per run (an older genzoo) keeps that
+        # manifest's top-level one: the best record of it there is
+        older = {k: earlier.get(k) for k in ("file", "profile", "overrides", "plugins")} if same else {}
+        invocations = {k: invocations.get(k, older) for k in fingerprints}
+        invocation = {
             "file": str(self.experiment.file),
             "profile": self.experiment.profile,
             "overrides": self.experiment.overrides,
             "plugins": self.experiment.plugins,
-            "runs": {r.run_id: r.fingerprint() for r in self.experiment.runs},
         }
-        with FileLock(self.paths.lock, record_owner=False):
-            self.remove_stale_temporaries(self.root)
-            atomic_write_text(self.paths.manifest, json.dumps(manifest, indent=2) + "\n")
+        for run in runs:
+            fingerprints[run.run_id] = run.fingerprint()
+            invocations[run.run_id] = invocation
+        return {
+            "name": self.experiment.name,
+            **invocation,
+            "runs": fingerprints,
+            "invocations": invocations,
+        }
 
     @staticmethod
     def write_run_config(request: RunRequest) -> None:

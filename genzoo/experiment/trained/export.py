@@ -40,8 +40,9 @@ from genzoo.experiment.report.sampling import (
     load_run_weights,
     read_run_config,
 )
+from genzoo.experiment.run.outputs import run_invocation
 from genzoo.interfaces.hierarchy import Hierarchy
-from genzoo.io.run_layout import ExperimentPaths, RunPaths
+from genzoo.io.run_layout import RunPaths
 from genzoo.plugin.discovery import PluginHost, get_host
 from genzoo.plugin.registry import Entry
 
@@ -468,20 +469,19 @@ def _row(source: str, split: Any, step: Any, m: dict[str, Any]) -> str:
 
 def _command_lines(run_dir: Path, training: dict[str, Any]) -> list[str]:
     """The command that trained the run, from its experiment's ``experiment.json``."""
-    parents = run_dir.resolve().parents
-    manifest = _read_json(ExperimentPaths(parents[2]).manifest) if len(parents) > 2 else None
-    if not manifest:
+    invocation = run_invocation(run_dir)
+    if not invocation:
         return ["- command: unknown (no experiment.json beside the run)"]
     run_name = str(training["run"]).split("/seed")[0]
-    words = ["genzoo", "run", str(manifest.get("file"))]
-    if manifest.get("profile"):
-        words += ["--profile", str(manifest["profile"])]
-    for override in manifest.get("overrides") or []:
+    words = ["genzoo", "run", str(invocation.get("file"))]
+    if invocation.get("profile"):
+        words += ["--profile", str(invocation["profile"])]
+    for override in invocation.get("overrides") or []:
         words += ["--set", str(override)]
     words += ["--only", run_name]
-    plugins = manifest.get("plugins") or []
+    plugins = invocation.get("plugins") or []
     return [
-        f"- experiment `{manifest.get('name')}`, trained with: `{' '.join(words)}`",
+        f"- experiment `{invocation.get('name')}`, trained with: `{' '.join(words)}`",
         *(
             [f"- plugin modules the experiment loaded: {', '.join(f'`{p}`' for p in plugins)}"]
             if plugins
