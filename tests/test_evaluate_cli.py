@@ -21,6 +21,7 @@ import genzoo
 from genzoo.cli import main
 from genzoo.engine import fid
 from genzoo.experiment.trained.evaluate import evaluate_run
+from genzoo.machine.software import software
 
 TINY_RUN = """\
 name: tiny
@@ -106,6 +107,8 @@ def test_evaluate_reproduces_the_runs_own_test_figures(run_dir, capsys):
     assert (record["split"], record["iw_samples"], record["num_images"], record["seed"]) == ("test", 2, 16, 3)
     assert (record["weights"], record["ema_decay"], record["checkpoint"]["step"]) == ("ema", 0.9, 6)
     assert record["checkpoint"]["genzoo_version"] == genzoo.__version__  # recorded by the trainer
+    # the software of the run and of this command: here the same process's (tests/test_software.py)
+    assert record["software"] == results["software"] == software()
     m = record["metrics"]
     for name in RESULTS_FIGURES:
         assert m[name] == pytest.approx(results[f"test_{name}"], rel=1e-9, abs=1e-9), name

@@ -28,6 +28,7 @@ from genzoo.experiment.trained.export import (
     PretrainedHierarchy,
     load_model,
 )
+from genzoo.machine.software import describe
 
 TINY_NVAE = """\
 name: tinynvae
@@ -142,6 +143,8 @@ def test_the_model_card_has_the_results_budget_and_command(run_dir, exported):
     assert "budget: 24 training images seen (3 steps of 8 images per process)" in card
     yaml_file = run_dir.parents[4] / "tinynvae.yaml"
     assert f"trained with: `genzoo run {yaml_file} --only nvae`" in card
+    assert f"- software: {describe(results['software'])}\n" in card
+    assert f"trained with genzoo {genzoo.__version__} on `data.shapes`" in card
     assert 'genzoo.load_model("path/to/this/folder")' in card and "![samples_t1.png](samples_t1.png)" in card
 
 

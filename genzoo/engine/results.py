@@ -21,6 +21,7 @@ from genzoo.engine.logging import json_safe
 from genzoo.engine.run_state import RunState
 from genzoo.io.atomic import atomic_write_text
 from genzoo.io.run_layout import RunPaths
+from genzoo.machine.software import software
 
 MIB = 2**20
 
@@ -43,8 +44,9 @@ def run_results(
 ) -> dict[str, Any]:
     """The row of a run that is over, before its final evaluation adds the ``test_*`` figures:
     the caller's ``fields``, then how the run ended, its losses, skipped steps, parameters,
-    speed, peak memory (bytes, MiB and what it measured), wall time and, when the model is
-    compiled, the time its first steps spent compiling (:class:`.compilation.CompileClock`)."""
+    speed, peak memory (bytes, MiB and what it measured), wall time, when the model is
+    compiled the time its first steps spent compiling (:class:`.compilation.CompileClock`), and
+    the software that ran it (``software``: genzoo's version and commit, torch, CUDA, Python)."""
     counts = parameter_counts(state.model)
     recent = state.recent_losses
     peak, scope = peak_memory
@@ -75,6 +77,7 @@ def run_results(
         "device": str(device),
         "precision": precision,
         "world_size": state.ctx.world_size,
+        "software": software(),
         "checkpoint": str(state.path) if state.path.exists() else None,
         **({"reason": state.guard.divergence_reason} if status == "diverged" else {}),
     }

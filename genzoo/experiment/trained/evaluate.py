@@ -34,6 +34,7 @@ from genzoo.experiment.report.sampling import (
 )
 from genzoo.io.atomic import atomic_write_text
 from genzoo.io.run_layout import RunPaths, new_file
+from genzoo.machine.software import software
 from genzoo.plugin.component_spec import ComponentSpec
 from genzoo.plugin.discovery import get_host
 
@@ -225,6 +226,7 @@ def _record(
         "device": str(device),
         "params": scores.get("params"),
         "genzoo_version": __version__,
+        "software": software(),
         "metrics": metrics,
     }
     if "fid" in scores:

@@ -43,6 +43,7 @@ from genzoo.experiment.report.sampling import (
 from genzoo.experiment.run.outputs import run_invocation
 from genzoo.interfaces.hierarchy import Hierarchy
 from genzoo.io.run_layout import RunPaths
+from genzoo.machine.software import describe
 from genzoo.plugin.discovery import PluginHost, get_host
 from genzoo.plugin.registry import Entry
 
@@ -372,7 +373,7 @@ def model_card(run_dir: Path, config: dict[str, Any], grids: list[str]) -> str:
         f"# {training['run']}: `{key}` on `{dataset_key}`",
         "",
         f"A hierarchical VAE (`{key}`, {weights['num_parameters']:,} parameters) trained with genzoo "
-        f"{__version__} on `{dataset_key}` ({h}x{w}, {c} channel(s), {config['num_bits']}-bit pixels). "
+        f"{training.get('checkpoint_genzoo_version') or 'of an unknown version'} on `{dataset_key}` ({h}x{w}, {c} channel(s), {config['num_bits']}-bit pixels). "
         f"Weights: {kind}, from step {training['step']}"
         + (f" of {training['steps']}" if training.get("steps") else "")
         + f" ({training['status']}).",
@@ -387,6 +388,7 @@ def model_card(run_dir: Path, config: dict[str, Any], grids: list[str]) -> str:
         f"{training.get('batch_size')} images per process)",
         f"- run `{training['run']}`, seed {training['seed']}, fingerprint `{training.get('fingerprint')}`",
         *_command_lines(run_dir, training),
+        _software_line(run_dir),
         f"- dataset: `{json.dumps(dataset)}`",
         "",
         "## Use",
@@ -488,6 +490,15 @@ def _command_lines(run_dir: Path, training: dict[str, Any]) -> list[str]:
             else []
         ),
     ]
+
+
+def _software_line(run_dir: Path) -> str:
+    """What trained the run (``software`` in its ``results.json``), or that it is not known."""
+    results = _read_json(RunPaths(run_dir).results)
+    recorded = results.get("software") if isinstance(results, dict) else None
+    if not isinstance(recorded, dict):
+        return "- software: not recorded (no results.json, or one written by an older genzoo)"
+    return f"- software: {describe(recorded)}"
 
 
 def _read_json(path: Path) -> Any:
