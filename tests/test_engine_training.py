@@ -15,6 +15,7 @@ import genzoo
 from genzoo import PluginHost, PluginInfo
 from genzoo.engine import EvalConfig, RunInfo, TrainConfig, evaluate, load_checkpoint, read_metrics, train
 from genzoo.engine.guard import StepGuard
+from genzoo.engine.signals import STOP_SIGNALS, StopSignals
 
 QUICK_EVAL = EvalConfig(
     iw_samples=4, num_samples=4, temperatures=(0.8,), bn_readjust_iters=2, speed_batches=1
@@ -345,3 +346,23 @@ def test_training_images_per_second_leave_out_evaluations(monkeypatch):
         now[0] += 5.0
     throughput.step(10)
     assert throughput.rate == pytest.approx(30 / 3.0)  # 3 steps of 10 images after the first, in 3 s
+
+
+def test_a_stop_signal_the_process_ignores_stays_ignored(request):
+    """A background job (``cmd &`` from a script) starts with SIGINT ignored; the trainer leaves
+    it so, as POSIX tools do, and still stops cleanly on SIGTERM."""
+    previous = {
+        s: signal.signal(s, signal.SIG_IGN if s == signal.SIGINT else signal.SIG_DFL) for s in STOP_SIGNALS
+    }
+    request.addfinalizer(lambda: [signal.signal(s, h) for s, h in previous.items()])
+    with StopSignals() as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested is None
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested == signal.SIGTERM
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
+        signal.SIG_IGN,
+        signal.SIG_DFL,
+    )

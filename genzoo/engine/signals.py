@@ -39,7 +39,9 @@ class StopSignals:
     """A context manager that turns SIGINT/SIGTERM into a stop request while it is active.
 
     Signal handlers can only be installed from the main thread; elsewhere it does nothing but
-    still offers :meth:`request` for programmatic stops.
+    still offers :meth:`request` for programmatic stops. A signal the process ignores stays
+    ignored, as POSIX tools leave it: a shell starts a background job (``cmd &``) with SIGINT
+    ignored, so that a Ctrl-C at the terminal stops the foreground job and not that one.
     """
 
     def __init__(self) -> None:
@@ -63,6 +65,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue  # ignored by whoever started us (a background job's SIGINT): stays so
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
