@@ -176,8 +176,9 @@ def write_results(root: Path, rows: list[dict]) -> Path:
 def test_exercise1_tables_give_ratios_and_the_paired_nll_difference(tmp_path):
     exercise1 = load_script("exercise1_table")
 
-    def cost(run, params, cells, speed, memory, status="finished"):
+    def cost(run, params, cells, speed, memory, status="finished", shared_load=0.0):
         return {
+            "train_shared_load": shared_load,
             "run": run,
             "seed": 0,
             "status": status,
@@ -202,6 +203,21 @@ def test_exercise1_tables_give_ratios_and_the_paired_nll_difference(tmp_path):
     assert "| 16 | conv | 1,200 | 400 | 100.0 | 400.0 |" in text
     assert "| 16 | separable / conv | 0.83x | 0.75x | 0.50x | 2.00x |" in text
     assert "| 32 | separable | 3,000 |" in text and "| 32 | separable / conv |" not in text
+    assert "‡" not in text  # nothing else trained beside these runs
+
+    # a speed measured while other genzoo processes trained is marked, and so is its ratio
+    shared = write_results(
+        tmp_path / "shared",
+        [
+            cost("separable_c16", 1000, 290, 50.0, 800.0, shared_load=0.5),
+            cost("conv_c16", 1200, 390, 100.0, 400.0),
+        ],
+    )
+    text = exercise1.cost_table(exercise1.rows_of(shared))
+    assert "| 16 | separable | 1,000 | 300 | 50.0 ‡ | 800.0 |" in text
+    assert "| 16 | conv | 1,200 | 400 | 100.0 | 400.0 |" in text
+    assert "| 16 | separable / conv | 0.83x | 0.75x | 0.50x ‡ | 2.00x |" in text
+    assert text.endswith(exercise1.SHARED_NOTE)
 
     nll = [101.0, 103.0, 102.5]
     conv_nll = [102.0, 105.0, 103.0]  # differences 1, 2, 0.5

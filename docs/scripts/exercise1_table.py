@@ -6,7 +6,8 @@ against standard conv cells, at each width, from the runs of ``experiments/exerc
 
 A variant is named ``separable_c<C>`` or ``conv_c<C>``; each width gets one row per cell type
 (parameters of the whole model and of its decoder and post-process cells, training images/s,
-peak memory) and the ratio separable / conv. With the ablation matrix, the test NLL both
+peak memory) and the ratio separable / conv; a speed measured while other genzoo processes
+trained beside the run (``train_shared_load``) is marked ‡, as the report marks it. With the ablation matrix, the test NLL both
 reach at equal steps, its paired difference over the shared seeds and the 95% t interval
 (:func:`genzoo.experiment.report.statistics.paired_difference`). Only ``results.json`` is read.
 """
@@ -20,6 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from genzoo.experiment.report.markdown import SHARED_MARK
 from genzoo.experiment.report.statistics import paired_difference, summarize
 from genzoo.io.run_layout import ExperimentPaths
 
@@ -59,21 +61,46 @@ def cost_table(rows: list[dict]) -> str:
         "| C | cells | " + " | ".join(columns) + " |",
         "| ---: | --- |" + " ---: |" * len(columns),
     ]
+    any_shared = False
     for width in sorted(by_width):
         means = {
             cells: {name: mean(runs, key) for name, key in columns.items()}
             for cells, runs in sorted(by_width[width].items(), reverse=True)
         }
+        shared = {cells: any(_shared(r) for r in runs) for cells, runs in by_width[width].items()}
+        any_shared = any_shared or any(shared.values())
         for cells, values in means.items():
-            text = [f"{v:,.0f}" if name.startswith("params") else f"{v:,.1f}" for name, v in values.items()]
+            text = [
+                f"{v:,.0f}" if name.startswith("params") else f"{v:,.1f}" + _mark(name, shared[cells])
+                for name, v in values.items()
+            ]
             lines.append(f"| {width} | {cells} | " + " | ".join(text) + " |")
         if len(means) == 2:
             ratios = [
-                f"{means['separable'][name] / means['conv'][name]:.2f}x" if means["conv"][name] else "n/a"
+                f"{means['separable'][name] / means['conv'][name]:.2f}x" + _mark(name, any(shared.values()))
+                if means["conv"][name]
+                else "n/a"
                 for name in columns
             ]
             lines.append(f"| {width} | separable / conv | " + " | ".join(ratios) + " |")
+    if any_shared:
+        lines += ["", SHARED_NOTE]
     return "\n".join(lines)
+
+
+SHARED_NOTE = (
+    f"{SHARED_MARK} measured while other genzoo processes trained on this machine (`train_shared_load` "
+    "in results.json): a figure of the load as much as of the model. Time the variants interleaved "
+    "instead (`python -m benchmarks.model.bench_variants`)."
+)
+
+
+def _shared(row: dict) -> bool:
+    return (row.get("train_shared_load") or 0) > 0
+
+
+def _mark(column: str, shared: bool) -> str:
+    return f" {SHARED_MARK}" if shared and column == "train img/s" else ""
 
 
 def nll_table(rows: list[dict], base: str = "nvae", ablation: str = "standard_cells") -> str:
