@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -248,6 +250,41 @@ def test_a_speed_measured_beside_another_genzoo_process_is_marked_as_shared_load
             held.write(threads)
             held.flush()
             assert cpu_share.others_training(tmp_path / "register") == expected
+
+
+HOLD_OWN_ENTRY = HOLD_ENTRY.replace("import fcntl, sys", "import fcntl, os, sys").replace(
+    "open(sys.argv[1]", "open(f'{sys.argv[1]}/{os.getpid()}.threads'"
+)
+"""HOLD_ENTRY with an entry named by the process's own pid, as genzoo's are."""
+
+
+@pytest.mark.skipif(cpu_share.fcntl is None or not Path("/proc/self/stat").exists(), reason="Linux")
+def test_a_process_stopped_by_a_signal_does_not_count_as_load(tmp_path):
+    """A run paused with ``kill -STOP`` (or Ctrl-Z) holds its entry but takes no CPU: it is not
+    load beside which a speed is marked, until it is continued."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OWN_ENTRY, str(tmp_path), "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    entry = tmp_path / f"{other.pid}.threads"
+    try:
+        assert other.stdout.readline().strip() == "registered" and entry.exists()
+        assert cpu_share.others_training(tmp_path) == 1
+        os.kill(other.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not cpu_share._stopped(str(other.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cpu_share.others_training(tmp_path) == 0
+        assert entry.exists()  # still held: not taken for an ended process
+        os.kill(other.pid, signal.SIGCONT)
+        while cpu_share._stopped(str(other.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cpu_share.others_training(tmp_path) == 1
+    finally:
+        os.kill(other.pid, signal.SIGCONT)
+        other.stdin.close()
+        other.wait(30)
+    assert not cpu_share._stopped("999999999")  # no such process: counted, as before
 
 
 @pytest.mark.skipif(cpu_share.fcntl is None, reason="needs fcntl")

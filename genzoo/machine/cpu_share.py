@@ -138,7 +138,8 @@ def default_folder() -> Path:
 
 def live_counts(folder: Path, exclude: Path | None = None) -> list[int]:
     """The thread counts in the register ``folder`` of the processes that hold their entry now
-    (all but ``exclude``); entries of ended processes are removed on the way."""
+    (all but ``exclude``), but for processes stopped by a signal (``kill -STOP``, Ctrl-Z: they
+    hold their entry and take no CPU); entries of ended processes are removed on the way."""
     counts = []
     for path in folder.glob("*.threads"):
         if path == exclude:
@@ -148,11 +149,25 @@ def live_counts(folder: Path, exclude: Path | None = None) -> list[int]:
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 path.unlink(missing_ok=True)  # its process has ended
         except BlockingIOError:  # held: a live process
+            if _stopped(path.stem):
+                continue
             text = path.read_text().strip()
             counts.append(int(text) if text.isdigit() else 0)
         except OSError:  # vanished in between, or not ours to read
             pass
     return counts
+
+
+def _stopped(pid: str) -> bool:
+    """Whether process ``pid`` is stopped by a signal (state ``T``, or ``t`` under a debugger),
+    from Linux's ``/proc/<pid>/stat``; False where that cannot be read (another system, or a
+    process of another PID namespace sharing the register), so such a process still counts."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return bool(fields) and fields[0] in ("T", "t")
 
 
 def others_training(folder: Path | None = None) -> int | None:
