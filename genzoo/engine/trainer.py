@@ -56,6 +56,7 @@ from genzoo.interfaces.regularizer import Regularizer
 from genzoo.io.atomic import atomic_write_text
 from genzoo.io.run_layout import RunPaths
 from genzoo.machine import cpu_share
+from genzoo.machine.software import software
 from genzoo.plugin.discovery import PluginHost, get_host
 from genzoo.plugin.run_info import RunInfo
 
@@ -157,6 +158,8 @@ class Trainer:
         threads = cpu_share.thread_record(cfg.cpu_threads, cpu_share.resolve_threads(cfg.cpu_threads))
         cpu_share.apply_threads(threads["threads"])
         self.run_config["cpu_threads"] = threads  # train_config.json
+        # the code this process runs, asked now, at the run's start (cached for results.json)
+        self.run_config["software"] = software()
         # the caller's process group (the experiment runner joins it once for all its runs)
         joined = self.request.dist
         self.ctx: DistContext = init_distributed(device_type(cfg.device)) if joined is None else joined

@@ -55,7 +55,10 @@ def run_invocation(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     if not isinstance(manifest, dict):
         return None
-    recorded = (manifest.get("invocations") or {}).get(f"{run_dir.parent.name}/{run_dir.name}")
+    invocations = manifest.get("invocations")
+    recorded = (
+        invocations.get(f"{run_dir.parent.name}/{run_dir.name}") if isinstance(invocations, dict) else None
+    )
     source = recorded if isinstance(recorded, dict) else manifest
     return {
         "name": manifest.get("name"),
@@ -158,10 +161,10 @@ class ExperimentDir:
         or an earlier invocation asked for (``runs``: run id -> fingerprint, what ``genzoo
         status`` and the report list) and, per run, the invocation that last asked for it
         (``invocations``: experiment file, profile, ``--set`` overrides, plugin modules; what a
-        model card gives as the command). A matrix run one variant or seed at a time (``--only``, ``--set
-        seeds=[k]``) thus keeps its earlier runs and lists no run it never asked for. The
-        top-level ``file``, ``profile``, ``overrides`` and ``plugins`` are the last invocation's. Call it
-        under the experiment lock."""
+        model card gives as the command). A matrix run one variant or seed at a time
+        (``--only``, ``--set seeds=[k]``) thus keeps its earlier runs and lists no run it never
+        asked for. The top-level ``file``, ``profile``, ``overrides`` and ``plugins`` are the
+        last invocation's. Call it under the experiment lock."""
         try:
             earlier = json.loads(self.paths.manifest.read_text())
         except (OSError, json.JSONDecodeError):
